@@ -1,0 +1,1 @@
+"""Use cases of reportgen; they depend only on the domain and on the ports declared here."""

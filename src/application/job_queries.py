@@ -1,0 +1,60 @@
+"""The polling side: a job's status and its result, read without a write transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID
+
+from application.errors import ArtifactMissing
+from application.ports import ArtifactStore, JobReader
+from domain.errors import JobNotFound, ResultNotReady
+from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    job_id: UUID
+    user_id: str
+    is_admin: bool = False
+
+
+async def _visible_job(jobs: JobReader, query: JobQuery) -> JobExecutionLog:
+    job = await jobs.get(query.job_id)
+    if job is None or not job.visible_to(query.user_id, is_admin=query.is_admin):
+        # Someone else's job is reported exactly like a missing one, so its existence is not disclosed.
+        raise JobNotFound(query.job_id)
+    return job
+
+
+class GetJobStatus:
+    """A job as its owner (or an admin) sees it; anyone else is told it does not exist."""
+
+    def __init__(self, jobs: JobReader) -> None:
+        self._jobs = jobs
+
+    async def execute(self, query: JobQuery) -> JobExecutionLog:
+        return await _visible_job(self._jobs, query)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    job: JobExecutionLog
+    artifact: ArtifactRef
+    content: AsyncIterator[bytes]
+
+
+class GetJobResult:
+    """The artifact of a Succeeded job, streamed; ResultNotReady (with the status) for any other job."""
+
+    def __init__(self, jobs: JobReader, artifacts: ArtifactStore) -> None:
+        self._jobs = jobs
+        self._artifacts = artifacts
+
+    async def execute(self, query: JobQuery) -> JobResult:
+        job = await _visible_job(self._jobs, query)
+        if job.status is not JobStatus.SUCCEEDED or job.artifact is None:
+            raise ResultNotReady(job.id, job.status.value)
+        if not await self._artifacts.exists(job.artifact.key):
+            raise ArtifactMissing(f"the artifact of job {job.id} is no longer available")
+        return JobResult(job, job.artifact, self._artifacts.read(job.artifact.key))

@@ -1,0 +1,144 @@
+"""Ports other than repositories: unit of work, job queue, job reads, artifact store, report data source."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+from uuid import UUID
+
+from domain.jobs import JobExecutionLog
+from domain.reports import Binding
+from domain.repositories import JobRepository, ReportRepository
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware UTC."""
+
+IdFactory = Callable[[], UUID]
+
+
+class UnitOfWork(Protocol):
+    """One database transaction, used as `async with uow:`.
+
+    Changes are kept only after an explicit `await uow.commit()`; leaving the block without it (or with
+    an exception) rolls back. Raises StorageUnavailable when the database cannot be reached.
+    """
+
+    reports: ReportRepository
+    jobs: JobRepository
+
+    @abstractmethod
+    async def __aenter__(self) -> Self: ...
+
+    @abstractmethod
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+    @abstractmethod
+    async def commit(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class JobReader(Protocol):
+    """Read-only access to jobs for the polling paths: one query, no write transaction, no lock.
+
+    Raises StorageUnavailable when the database cannot be reached.
+    """
+
+    @abstractmethod
+    async def get(self, job_id: UUID) -> JobExecutionLog | None: ...
+
+
+class JobQueue(Protocol):
+    """Hands job ids to workers.
+
+    Idempotent: enqueueing an id that the queue already holds (waiting or running) adds nothing.
+    Delivery is at least once: a worker must treat a job that is no longer Queued as done.
+    Raises QueueUnavailable when the job could not be handed over.
+    """
+
+    @abstractmethod
+    async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None: ...
+
+
+class ArtifactSink(Protocol):
+    """An artifact being written. Its bytes become visible only when the writing block exits cleanly."""
+
+    @abstractmethod
+    async def write(self, chunk: bytes) -> None: ...
+
+    @property
+    @abstractmethod
+    def size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def sha256(self) -> str: ...
+
+
+class ArtifactStore(Protocol):
+    """Finished report files, addressed by key.
+
+    `create(key)` writes to a temporary place and publishes the artifact atomically when the block
+    exits without an exception (otherwise nothing is published). Readers never see a partial file.
+    """
+
+    @abstractmethod
+    def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]: ...
+
+    @abstractmethod
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """The artifact's bytes in chunks; raises ArtifactMissing (on first iteration) when it is gone."""
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove an artifact; idempotent."""
+
+
+Row = Sequence[object]
+
+
+class RowStream(Protocol):
+    """The result of a running report query: column names, an optional row estimate, and rows in batches."""
+
+    columns: Sequence[str]
+    estimated_rows: int | None
+
+    @abstractmethod
+    def batches(self) -> AsyncIterator[Sequence[Row]]: ...
+
+
+class ReportDataSource(Protocol):
+    """Runs report queries read-only with a statement timeout, streaming rows rather than loading them whole.
+
+    Raises ReportQueryFailed (bad SQL, a write attempt, a runtime error such as division by zero),
+    ReportTimedOut, or StorageUnavailable (the reporting database cannot be reached: transient).
+    """
+
+    @abstractmethod
+    def run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+            ) -> AbstractAsyncContextManager[RowStream]: ...
+
+
+class RowEncoder(Protocol):
+    """Turns rows into the bytes of one output format (CSV, JSON, ...)."""
+
+    @abstractmethod
+    def begin(self, columns: Sequence[str]) -> bytes: ...
+
+    @abstractmethod
+    def encode(self, rows: Sequence[Row]) -> bytes: ...
+
+    @abstractmethod
+    def end(self) -> bytes: ...
+
+
+RowEncoderFactory = Callable[[], RowEncoder]

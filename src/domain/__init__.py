@@ -1,0 +1,1 @@
+"""The core: report configurations, job execution logs, their rules, and the repository ports."""

@@ -1,0 +1,167 @@
+"""Job execution logs: one run of a report for one user, and the state machine it follows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from domain.errors import InvalidJobTransition
+from domain.reports import Binding, ParameterType, ParamValue, ReportConfiguration, ResolvedRequest, bindings
+
+
+class JobStatus(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Running -> Queued hands a job back to the queue (a transient failure, a worker shutting down).
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
+}
+
+
+class ErrorCode(StrEnum):
+    REPORT_QUERY_FAILED = "REPORT_QUERY_FAILED"
+    REPORT_TIMEOUT = "REPORT_TIMEOUT"
+    QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """Where a finished artifact is kept and what it is: the store's key, its size and content hash."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class JobExecutionLog:
+    """One requested run of a report. It owns its state machine; terminal statuses never change.
+
+    The report's name, query and parameter types are copied in when the job is created, so that a job
+    runs the report as it was accepted even if the report is changed or deleted afterwards.
+    """
+
+    id: UUID
+    report_id: UUID
+    owner_id: str
+    report_name: str
+    query: str
+    format: str
+    parameters: dict[str, ParamValue]
+    parameter_types: dict[str, ParameterType]
+    created_at: datetime
+    status: JobStatus = JobStatus.QUEUED
+    progress: int = 0
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: JobError | None = None
+    artifact: ArtifactRef | None = None
+    request_id: str | None = None
+    version: int = field(default=0)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobExecutionLog) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @classmethod
+    def queue(cls, *, job_id: UUID, report: ReportConfiguration, request: ResolvedRequest, owner_id: str,
+              now: datetime, request_id: str | None = None) -> JobExecutionLog:
+        """Seed step 7: a new job in status Queued for a report that accepts asynchronous API delivery."""
+        report.ensure_async_api_delivery()
+        return cls(id=job_id, report_id=report.id, owner_id=owner_id, report_name=report.name, query=report.query,
+                   format=request.format, parameters=request.parameters, parameter_types=request.parameter_types,
+                   created_at=now, request_id=request_id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def visible_to(self, user_id: str, *, is_admin: bool) -> bool:
+        return is_admin or self.owner_id == user_id
+
+    def bindings(self) -> Sequence[Binding]:
+        return bindings(self.parameters, self.parameter_types, self.query)
+
+    def start(self, now: datetime) -> None:
+        self._move_to(JobStatus.RUNNING)
+        self.attempts += 1
+        self.started_at = now
+        self.error = None
+
+    def report_progress(self, percent: int) -> bool:
+        """Raise progress (never lower it; 100 is kept for success). Returns whether it changed."""
+        if self.status is not JobStatus.RUNNING:
+            return False
+        percent = max(0, min(99, percent))
+        if percent <= self.progress:
+            return False
+        self.progress = percent
+        return True
+
+    def succeed(self, now: datetime, artifact: ArtifactRef) -> None:
+        self._move_to(JobStatus.SUCCEEDED)
+        self.progress = 100
+        self.artifact = artifact
+        self.finished_at = now
+
+    def fail(self, now: datetime, code: str, message: str) -> None:
+        self._move_to(JobStatus.FAILED)
+        self.error = JobError(code, message)
+        self.finished_at = now
+
+    def cancel(self, now: datetime) -> None:
+        self._move_to(JobStatus.CANCELLED)
+        self.finished_at = now
+
+    def requeue(self, reason: JobError | None = None) -> None:
+        """Hand a running job back to the queue; the error of the last attempt stays visible."""
+        self._move_to(JobStatus.QUEUED)
+        self.error = reason
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES.get(self.format, "application/octet-stream")
+
+    @property
+    def filename(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.report_name).strip("-").lower()[:60] or "report"
+        return f"{slug}-{str(self.id)[:8]}.{self.format}"
+
+    def artifact_key(self) -> str:
+        """Each attempt writes its own artifact, so two attempts can never mix or half-overwrite one file."""
+        return f"{self.id}/attempt-{self.attempts}.{self.format}"
+
+    def _move_to(self, target: JobStatus) -> None:
+        if target not in _ALLOWED.get(self.status, frozenset()):
+            raise InvalidJobTransition(self.id, self.status.value, target.value)
+        self.status = target

@@ -1,0 +1,264 @@
+"""Hand-written fakes of the ports: dict-backed, in memory, sharing one ordered log of what happened."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from application.errors import ArtifactMissing, QueueUnavailable, StorageUnavailable
+from application.ports import (
+    ArtifactSink,
+    ArtifactStore,
+    JobQueue,
+    JobReader,
+    ReportDataSource,
+    Row,
+    RowEncoder,
+    RowStream,
+    UnitOfWork,
+)
+from domain.errors import ConcurrentUpdate
+from domain.jobs import JobExecutionLog, JobStatus
+from domain.reports import Binding, ReportConfiguration
+from domain.repositories import JobRepository, ReportRepository
+
+
+@dataclass
+class FakeDatabase:
+    """What the fake unit of work commits to; `log` records commits and enqueues in order."""
+
+    reports: dict[UUID, ReportConfiguration] = field(default_factory=dict)
+    jobs: dict[UUID, JobExecutionLog] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    unavailable: bool = False
+    fail_commit: bool = False
+
+    def check(self) -> None:
+        if self.unavailable:
+            raise StorageUnavailable("the fake database is down")
+
+
+class FakeReportRepository(ReportRepository):
+    def __init__(self, db: FakeDatabase, pending: dict[UUID, ReportConfiguration]) -> None:
+        self._db = db
+        self._pending = pending
+
+    async def get(self, report_id: UUID) -> ReportConfiguration | None:
+        self._db.check()
+        report = self._pending.get(report_id) or self._db.reports.get(report_id)
+        return None if report is None or report.deleted_at else copy.copy(report)
+
+    async def list(self) -> list[ReportConfiguration]:
+        self._db.check()
+        merged = {**self._db.reports, **self._pending}
+        return sorted((r for r in merged.values() if not r.deleted_at), key=lambda r: r.name)
+
+    async def add(self, report: ReportConfiguration) -> None:
+        self._pending[report.id] = copy.copy(report)
+
+    async def update(self, report: ReportConfiguration) -> bool:
+        if await self.get(report.id) is None:
+            return False
+        self._pending[report.id] = copy.copy(report)
+        return True
+
+    async def delete(self, report_id: UUID) -> bool:
+        report = await self.get(report_id)
+        if report is None:
+            return False
+        report.deleted_at = datetime.now(UTC)
+        self._pending[report_id] = report
+        return True
+
+
+class FakeJobRepository(JobRepository):
+    def __init__(self, db: FakeDatabase, pending: dict[UUID, JobExecutionLog]) -> None:
+        self._db = db
+        self._pending = pending
+
+    async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        self._db.check()
+        job = self._pending.get(job_id) or self._db.jobs.get(job_id)
+        return copy.deepcopy(job)
+
+    async def add(self, job: JobExecutionLog) -> None:
+        self._db.check()
+        self._pending[job.id] = copy.deepcopy(job)
+
+    async def update(self, job: JobExecutionLog) -> None:
+        self._db.check()
+        stored = self._pending.get(job.id) or self._db.jobs.get(job.id)
+        if stored is None or stored.version != job.version:
+            raise ConcurrentUpdate(job.id)
+        job.version += 1
+        self._pending[job.id] = copy.deepcopy(job)
+
+    async def save_progress(self, job: JobExecutionLog) -> None:
+        self._db.check()
+        stored = self._pending.get(job.id) or self._db.jobs.get(job.id)
+        if stored is not None and stored.status is JobStatus.RUNNING:
+            stored = copy.deepcopy(stored)
+            stored.progress = max(stored.progress, job.progress)
+            self._pending[job.id] = stored
+
+
+class FakeUnitOfWork(UnitOfWork):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self._pending_reports: dict[UUID, ReportConfiguration] = {}
+        self._pending_jobs: dict[UUID, JobExecutionLog] = {}
+        self.reports = FakeReportRepository(db, self._pending_reports)
+        self.jobs = FakeJobRepository(db, self._pending_jobs)
+        self.committed = False
+
+    async def __aenter__(self) -> Self:
+        self._db.check()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._pending_reports.clear()
+        self._pending_jobs.clear()
+
+    async def commit(self) -> None:
+        self._db.check()
+        if self._db.fail_commit:
+            raise StorageUnavailable("the fake commit failed")
+        self._db.reports.update(self._pending_reports)
+        self._db.jobs.update(self._pending_jobs)
+        self._db.log.extend(f"commit {job_id}" for job_id in self._pending_jobs)
+        self._pending_reports.clear()
+        self._pending_jobs.clear()
+        self.committed = True
+
+
+class FakeJobReader(JobReader):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        self._db.check()
+        return copy.deepcopy(self._db.jobs.get(job_id))
+
+
+class FakeJobQueue(JobQueue):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.enqueued: list[UUID] = []
+        self.fail = False
+
+    async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
+        if self.fail:
+            raise QueueUnavailable("the fake queue is down")
+        if job_id not in self.enqueued:
+            self.enqueued.append(job_id)
+            self._db.log.append(f"enqueue {job_id}")
+
+
+class FakeSink(ArtifactSink):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self.buffer.extend(chunk)
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.buffer).hexdigest()
+
+
+class FakeArtifactStore(ArtifactStore):
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]:
+        return self._create(key)
+
+    @asynccontextmanager
+    async def _create(self, key: str) -> AsyncIterator[ArtifactSink]:
+        sink = FakeSink()
+        yield sink
+        self.files[key] = bytes(sink.buffer)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        if key not in self.files:
+            raise ArtifactMissing(key)
+        yield self.files[key]
+
+    async def exists(self, key: str) -> bool:
+        return key in self.files
+
+    async def delete(self, key: str) -> None:
+        self.files.pop(key, None)
+
+
+@dataclass
+class FakeRowStream(RowStream):
+    columns: Sequence[str]
+    rows: Sequence[Row]
+    estimated_rows: int | None = None
+    batch_size: int = 2
+    error_after_rows: Exception | None = None
+
+    async def batches(self) -> AsyncIterator[Sequence[Row]]:
+        for start in range(0, len(self.rows), self.batch_size):
+            yield self.rows[start:start + self.batch_size]
+        if self.error_after_rows is not None:
+            raise self.error_after_rows
+
+
+class FakeReportDataSource(ReportDataSource):
+    """Answers every query with the same columns and rows, or raises the error it was given."""
+
+    def __init__(self, columns: Sequence[str] = ("n",), rows: Sequence[Row] = ((1,), (2,), (3,))) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.error: Exception | None = None
+        self.error_after_rows: Exception | None = None
+        self.calls: list[tuple[str, Sequence[Binding]]] = []
+
+    def run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+            ) -> AbstractAsyncContextManager[RowStream]:
+        self.calls.append((query, bindings))
+        return self._run()
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[RowStream]:
+        if self.error is not None:
+            raise self.error
+        yield FakeRowStream(self.columns, self.rows, error_after_rows=self.error_after_rows)
+
+
+class LinesEncoder(RowEncoder):
+    """A trivial format for use-case tests: a header line, then one comma-joined line per row."""
+
+    def begin(self, columns: Sequence[str]) -> bytes:
+        return (",".join(columns) + "\n").encode()
+
+    def encode(self, rows: Sequence[Row]) -> bytes:
+        return b"".join((",".join(map(str, row)) + "\n").encode() for row in rows)
+
+    def end(self) -> bytes:
+        return b""
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
