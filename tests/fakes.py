@@ -122,8 +122,9 @@ class FakeUnitOfWork(UnitOfWork):
         self._db.check()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._pending_reports.clear()
         self._pending_jobs.clear()
 
@@ -213,7 +214,7 @@ class FakeRowStream(RowStream):
 
     async def batches(self) -> AsyncIterator[Sequence[Row]]:
         for start in range(0, len(self.rows), self.batch_size):
-            yield self.rows[start:start + self.batch_size]
+            yield self.rows[start : start + self.batch_size]
         if self.error_after_rows is not None:
             raise self.error_after_rows
 
@@ -228,8 +229,9 @@ class FakeReportDataSource(ReportDataSource):
         self.error_after_rows: Exception | None = None
         self.calls: list[tuple[str, Sequence[Binding]]] = []
 
-    def run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float
-            ) -> AbstractAsyncContextManager[RowStream]:
+    def run(
+        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+    ) -> AbstractAsyncContextManager[RowStream]:
         self.calls.append((query, bindings))
         return self._run()
 

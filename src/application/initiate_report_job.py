@@ -51,8 +51,14 @@ class InitiateAsynchronousReportJob:
                 raise ReportNotFound(command.report_id)
             report.ensure_async_api_delivery()
             request = report.resolve(command.parameters, command.format)
-            job = JobExecutionLog.queue(job_id=self._new_id(), report=report, request=request,
-                                        owner_id=command.user_id, now=self._clock(), request_id=command.request_id)
+            job = JobExecutionLog.queue(
+                job_id=self._new_id(),
+                report=report,
+                request=request,
+                owner_id=command.user_id,
+                now=self._clock(),
+                request_id=command.request_id,
+            )
             await uow.jobs.add(job)
             await uow.commit()
         try:
@@ -65,8 +71,11 @@ class InitiateAsynchronousReportJob:
     async def _close_unqueued(self, job: JobExecutionLog) -> None:
         try:
             async with self._uow() as uow:
-                job.fail(self._clock(), ErrorCode.QUEUE_UNAVAILABLE,
-                         "The job could not be handed to a worker. Request the report again.")
+                job.fail(
+                    self._clock(),
+                    ErrorCode.QUEUE_UNAVAILABLE,
+                    "The job could not be handed to a worker. Request the report again.",
+                )
                 await uow.jobs.update(job)
                 await uow.commit()
         except (ConcurrentUpdate, InvalidJobTransition):

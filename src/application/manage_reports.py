@@ -91,8 +91,18 @@ class ListReports:
             return await uow.reports.list()
 
 
-def _report(report_id: UUID, d: ReportDefinition, *, created_at: datetime | None,
-            updated_at: datetime) -> ReportConfiguration:
-    return ReportConfiguration(id=report_id, name=d.name, query=d.query, description=d.description,
-                               parameters=d.parameters, formats=d.formats, delivery_target=d.delivery_target,
-                               async_enabled=d.async_enabled, created_at=created_at, updated_at=updated_at)
+def _report(
+    report_id: UUID, d: ReportDefinition, *, created_at: datetime | None, updated_at: datetime
+) -> ReportConfiguration:
+    return ReportConfiguration(
+        id=report_id,
+        name=d.name,
+        query=d.query,
+        description=d.description,
+        parameters=d.parameters,
+        formats=d.formats,
+        delivery_target=d.delivery_target,
+        async_enabled=d.async_enabled,
+        created_at=created_at,
+        updated_at=updated_at,
+    )

@@ -34,8 +34,9 @@ class UnitOfWork(Protocol):
     async def __aenter__(self) -> Self: ...
 
     @abstractmethod
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     @abstractmethod
     async def commit(self) -> None: ...
@@ -124,8 +125,9 @@ class ReportDataSource(Protocol):
     """
 
     @abstractmethod
-    def run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float
-            ) -> AbstractAsyncContextManager[RowStream]: ...
+    def run(
+        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+    ) -> AbstractAsyncContextManager[RowStream]: ...
 
 
 class RowEncoder(Protocol):

@@ -67,9 +67,16 @@ class RunReportJob:
        went away) hands the job back to the queue until `max_attempts` is reached.
     """
 
-    def __init__(self, uow: UnitOfWorkFactory, source: ReportDataSource, artifacts: ArtifactStore,
-                 encoders: Mapping[str, RowEncoderFactory], clock: Clock, policy: RunPolicy | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        source: ReportDataSource,
+        artifacts: ArtifactStore,
+        encoders: Mapping[str, RowEncoderFactory],
+        clock: Clock,
+        policy: RunPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._uow = uow
         self._source = source
         self._artifacts = artifacts
@@ -85,16 +92,20 @@ class RunReportJob:
         try:
             artifact = await self._produce(job)
         except ReportTimedOut:
-            return await self._fail(job, ErrorCode.REPORT_TIMEOUT,
-                                    f"The report query ran longer than {self._policy.timeout_seconds:g} seconds.")
+            return await self._fail(
+                job,
+                ErrorCode.REPORT_TIMEOUT,
+                f"The report query ran longer than {self._policy.timeout_seconds:g} seconds.",
+            )
         except ReportQueryFailed as exc:
             return await self._fail(job, ErrorCode.REPORT_QUERY_FAILED, f"The report query failed: {exc.message}")
         except StorageUnavailable:
             return await self._retry_or_fail(job)
         except Exception:
             log.exception("job %s failed with an unexpected error", job.id)
-            return await self._fail(job, ErrorCode.INTERNAL_ERROR,
-                                    "The report could not be produced because of an internal error.")
+            return await self._fail(
+                job, ErrorCode.INTERNAL_ERROR, "The report could not be produced because of an internal error."
+            )
         return await self._succeed(job, artifact)
 
     async def _claim(self, job_id: UUID) -> JobExecutionLog | None:
@@ -115,8 +126,10 @@ class RunReportJob:
         key = job.artifact_key()
         rows_written = 0
         next_report = self._monotonic() + self._policy.progress_interval_seconds
-        async with self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows, \
-                self._artifacts.create(key) as sink:
+        async with (
+            self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
+            self._artifacts.create(key) as sink,
+        ):
             await sink.write(encoder.begin(rows.columns))
             async for batch in rows.batches():
                 await sink.write(encoder.encode(batch))
@@ -151,8 +164,11 @@ class RunReportJob:
 
     async def _retry_or_fail(self, job: JobExecutionLog) -> RunResult:
         if job.attempts >= self._policy.max_attempts:
-            return await self._fail(job, ErrorCode.RETRIES_EXHAUSTED,
-                                    f"The reporting database was unavailable in all {job.attempts} attempts.")
+            return await self._fail(
+                job,
+                ErrorCode.RETRIES_EXHAUSTED,
+                f"The reporting database was unavailable in all {job.attempts} attempts.",
+            )
         job.requeue(JobError(ErrorCode.REPORT_QUERY_FAILED, "The reporting database was unavailable; retrying."))
         await self._record(job)
         return RunResult(Outcome.RETRY, self._policy.retry_delay(job.attempts), attempt=job.attempts)

@@ -94,13 +94,30 @@ class JobExecutionLog:
         return hash(self.id)
 
     @classmethod
-    def queue(cls, *, job_id: UUID, report: ReportConfiguration, request: ResolvedRequest, owner_id: str,
-              now: datetime, request_id: str | None = None) -> JobExecutionLog:
+    def queue(
+        cls,
+        *,
+        job_id: UUID,
+        report: ReportConfiguration,
+        request: ResolvedRequest,
+        owner_id: str,
+        now: datetime,
+        request_id: str | None = None,
+    ) -> JobExecutionLog:
         """Seed step 7: a new job in status Queued for a report that accepts asynchronous API delivery."""
         report.ensure_async_api_delivery()
-        return cls(id=job_id, report_id=report.id, owner_id=owner_id, report_name=report.name, query=report.query,
-                   format=request.format, parameters=request.parameters, parameter_types=request.parameter_types,
-                   created_at=now, request_id=request_id)
+        return cls(
+            id=job_id,
+            report_id=report.id,
+            owner_id=owner_id,
+            report_name=report.name,
+            query=report.query,
+            format=request.format,
+            parameters=request.parameters,
+            parameter_types=request.parameter_types,
+            created_at=now,
+            request_id=request_id,
+        )
 
     @property
     def is_terminal(self) -> bool:

@@ -127,8 +127,11 @@ class ReportConfiguration:
         if fmt not in self.formats:
             errors.append(FieldError("format", f"must be one of {', '.join(self.formats)}"))
         declared = {p.name: p for p in self.parameters}
-        errors.extend(FieldError(f"parameters.{name}", "is not a parameter of this report")
-                      for name in parameters if name not in declared)
+        errors.extend(
+            FieldError(f"parameters.{name}", "is not a parameter of this report")
+            for name in parameters
+            if name not in declared
+        )
         values: dict[str, ParamValue] = {}
         for p in self.parameters:
             try:
@@ -214,8 +217,7 @@ def _parameter_errors(report: ReportConfiguration) -> list[FieldError]:
     return errors
 
 
-def bindings(parameters: Mapping[str, ParamValue], types: Mapping[str, ParameterType],
-             query: str) -> Sequence[Binding]:
+def bindings(parameters: Mapping[str, ParamValue], types: Mapping[str, ParameterType], query: str) -> Sequence[Binding]:
     """The values to bind for the placeholders the query actually uses."""
     used = set(BIND_PARAM.findall(query))
     return [Binding(name, types[name], parameters.get(name)) for name in types if name in used]

@@ -1,0 +1,187 @@
+"""Configuration from the environment, validated once at start (one clear line per bad variable)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T", int, float)
+
+PREFIX = "REPORTGEN_"
+DEFAULT_VAR_DIR = Path("var")
+
+
+class SettingsError(Exception):
+    """Invalid configuration; `problems` has one line per offending variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    database_url: str = ""
+    """SQLAlchemy URL of the service's database; empty means an SQLite file under `var_dir` (embedded mode)."""
+    redis_url: str | None = None
+    """`redis://...` to use arq; None runs jobs in-process (embedded mode)."""
+    reporting_database_url: str | None = None
+    """Where report queries run; None means the service's own database."""
+    jwt_secret: str | None = None
+    """HS256 secret (at least 32 characters). In embedded mode one is generated under `var_dir` if unset."""
+    jwt_public_key: str | None = None
+    """PEM text of an RSA or EC public key, for RS256/ES256 tokens."""
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    artifact_dir: Path = DEFAULT_VAR_DIR / "artifacts"
+    var_dir: Path = DEFAULT_VAR_DIR
+    report_timeout_seconds: float = 300.0
+    max_attempts: int = 3
+    """How many times a job is tried when it fails for a transient reason (the database went away)."""
+    worker_concurrency: int = 10
+    """Jobs one worker process (or the embedded worker) runs at once."""
+    queue_name: str = "reportgen:queue"
+    poll_after_seconds: int = 2
+    """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
+    max_body_bytes: int = 1_048_576
+    log_format: str = "auto"
+    """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
+    log_level: str = "INFO"
+    demo: bool | None = None
+    """Seed demo data and reports; None means: in embedded mode only."""
+
+    @property
+    def embedded(self) -> bool:
+        """One process: in-process queue and worker (no Redis)."""
+        return self.redis_url is None
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.var_dir / 'reportgen.db').resolve()}"
+
+    @property
+    def seeds_demo(self) -> bool:
+        return self.embedded if self.demo is None else self.demo
+
+    @property
+    def dev_secret_file(self) -> Path:
+        return self.var_dir / "dev-jwt-secret"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        reader = _Reader(env)
+        settings = cls(
+            database_url=reader.url("DATABASE_URL", ("postgresql+asyncpg", "sqlite+aiosqlite"), None) or "",
+            redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix"), None),
+            reporting_database_url=reader.url(
+                "REPORTING_DATABASE_URL", ("postgresql+asyncpg", "sqlite+aiosqlite"), None
+            ),
+            jwt_secret=reader.secret("JWT_SECRET"),
+            jwt_public_key=reader.public_key("JWT_PUBLIC_KEY"),
+            jwt_issuer=reader.text("JWT_ISSUER"),
+            jwt_audience=reader.text("JWT_AUDIENCE"),
+            artifact_dir=Path(reader.text("ARTIFACT_DIR") or DEFAULT_VAR_DIR / "artifacts"),
+            var_dir=Path(reader.text("VAR_DIR") or DEFAULT_VAR_DIR),
+            report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", 300.0, float, 0.1, 86_400),
+            max_attempts=reader.number("MAX_ATTEMPTS", 3, int, 1, 100),
+            worker_concurrency=reader.number("WORKER_CONCURRENCY", 10, int, 1, 1000),
+            queue_name=reader.text("QUEUE_NAME") or "reportgen:queue",
+            poll_after_seconds=reader.number("POLL_AFTER_SECONDS", 2, int, 1, 3600),
+            max_body_bytes=reader.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 1_048_576),
+            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console"), "auto"),
+            log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            demo=reader.flag("DEMO"),
+        )
+        if not settings.embedded and not (settings.jwt_secret or settings.jwt_public_key):
+            reader.problems.append(
+                f"{PREFIX}JWT_SECRET or {PREFIX}JWT_PUBLIC_KEY: one is required when "
+                f"{PREFIX}REDIS_URL is set (only the embedded dev mode generates a secret)"
+            )
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(PREFIX + name, "").strip()
+        return value or None
+
+    def _bad(self, name: str, why: str) -> None:
+        self.problems.append(f"{PREFIX}{name}: {why}")
+
+    def url(self, name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in schemes:
+            self._bad(name, f"not a valid URL; expected one starting with {' or '.join(s + '://' for s in schemes)}")
+            return default
+        return value
+
+    def secret(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is not None and len(value) < 32:
+            self._bad(name, "too short; use at least 32 random characters")
+        return value
+
+    def public_key(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None or value.startswith("-----BEGIN"):
+            return value
+        try:
+            pem = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            self._bad(name, f"neither PEM text nor a readable file ({exc.strerror})")
+            return None
+        if "-----BEGIN" not in pem:
+            self._bad(name, f"{value} does not hold a PEM public key")
+            return None
+        return pem
+
+    def number(self, name: str, default: T, kind: Callable[[str], T], low: T, high: T) -> T:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = kind(value)
+        except ValueError:
+            self._bad(name, f"{value!r} is not a number")
+            return default
+        if not low <= number <= high:
+            self._bad(name, f"{value} is out of range ({low} to {high})")
+            return default
+        return number
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.upper() in options:
+            return value.upper()
+        if value.lower() in options:
+            return value.lower()
+        self._bad(name, f"{value!r} is not one of {', '.join(options)}")
+        return default
+
+    def flag(self, name: str) -> bool | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        self._bad(name, f"{value!r} is not a boolean (true/false)")
+        return None

@@ -1,0 +1,40 @@
+from collections.abc import Callable
+from uuid import uuid4
+
+import pytest
+
+from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
+
+
+@pytest.fixture
+def db() -> FakeDatabase:
+    return FakeDatabase()
+
+
+@pytest.fixture
+def queue(db: FakeDatabase) -> FakeJobQueue:
+    return FakeJobQueue(db)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def uow(db: FakeDatabase) -> Callable[[], FakeUnitOfWork]:
+    return lambda: FakeUnitOfWork(db)
+
+
+@pytest.fixture
+def report(db: FakeDatabase) -> ReportConfiguration:
+    report = ReportConfiguration(
+        id=uuid4(),
+        name="Sales",
+        query="SELECT :region AS region",
+        parameters=(ReportParameter("region", ParameterType.STRING, default="EU"),),
+        formats=("csv", "json"),
+    )
+    db.reports[report.id] = report
+    return report

@@ -1,0 +1,102 @@
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from domain.errors import InvalidJobTransition, ReportNotAsyncDeliverable
+from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
+from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+ARTIFACT = ArtifactRef("k", 3, "abc")
+
+
+def queued_job(**report_changes: object) -> JobExecutionLog:
+    report = ReportConfiguration(
+        id=uuid4(),
+        name="Sales by Region!",
+        query="SELECT :n AS n",
+        parameters=(ReportParameter("n", ParameterType.INTEGER, default=1),),
+        **report_changes,
+    )  # type: ignore[arg-type]
+    return JobExecutionLog.queue(
+        job_id=uuid4(), report=report, request=report.resolve({}, None), owner_id="alice", now=NOW
+    )
+
+
+def test_new_job_is_queued_with_the_report_snapshot() -> None:
+    job = queued_job()
+    assert job.status is JobStatus.QUEUED
+    assert (job.progress, job.attempts) == (0, 0)
+    assert job.query == "SELECT :n AS n"
+    assert [(b.name, b.value) for b in job.bindings()] == [("n", 1)]
+
+
+def test_job_cannot_be_queued_for_a_report_not_served_by_the_api() -> None:
+    with pytest.raises(ReportNotAsyncDeliverable):
+        queued_job(delivery_target="EMAIL")
+
+
+def test_happy_path_counts_attempts_and_ends_at_full_progress() -> None:
+    job = queued_job()
+    job.start(NOW)
+    assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
+    job.succeed(NOW, ARTIFACT)
+    assert (job.status, job.progress, job.artifact) == (JobStatus.SUCCEEDED, 100, ARTIFACT)
+
+
+@pytest.mark.parametrize("end", ["succeed", "fail", "cancel"])
+def test_terminal_statuses_never_change(end: str) -> None:
+    job = queued_job()
+    job.start(NOW)
+    {
+        "succeed": lambda: job.succeed(NOW, ARTIFACT),
+        "fail": lambda: job.fail(NOW, "X", "x"),
+        "cancel": lambda: job.cancel(NOW),
+    }[end]()
+    for move in (
+        lambda: job.start(NOW),
+        lambda: job.fail(NOW, "Y", "y"),
+        lambda: job.succeed(NOW, ARTIFACT),
+        lambda: job.cancel(NOW),
+        job.requeue,
+    ):
+        with pytest.raises(InvalidJobTransition):
+            move()
+
+
+def test_queued_job_cannot_succeed_without_running() -> None:
+    with pytest.raises(InvalidJobTransition):
+        queued_job().succeed(NOW, ARTIFACT)
+
+
+def test_progress_never_decreases_and_stays_below_100_while_running() -> None:
+    job = queued_job()
+    assert not job.report_progress(10), "a queued job has no progress to report"
+    job.start(NOW)
+    assert job.report_progress(40)
+    assert not job.report_progress(30)
+    job.report_progress(100)
+    assert job.progress == 99
+
+
+def test_requeue_keeps_attempts_and_a_new_attempt_gets_a_new_artifact_key() -> None:
+    job = queued_job()
+    job.start(NOW)
+    first_key = job.artifact_key()
+    job.requeue()
+    job.start(NOW)
+    assert job.attempts == 2
+    assert job.artifact_key() != first_key
+
+
+def test_visibility_is_owner_or_admin() -> None:
+    job = queued_job()
+    assert job.visible_to("alice", is_admin=False)
+    assert not job.visible_to("bob", is_admin=False)
+    assert job.visible_to("bob", is_admin=True)
+
+
+def test_filename_is_a_safe_slug_of_the_report_name() -> None:
+    job = queued_job()
+    assert job.filename == f"sales-by-region-{str(job.id)[:8]}.csv"
