@@ -1,4 +1,6 @@
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -11,14 +13,14 @@ NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 ARTIFACT = ArtifactRef("k", 3, "abc")
 
 
-def queued_job(**report_changes: object) -> JobExecutionLog:
+def queued_job(**report_changes: Any) -> JobExecutionLog:
     report = ReportConfiguration(
         id=uuid4(),
         name="Sales by Region!",
         query="SELECT :n AS n",
         parameters=(ReportParameter("n", ParameterType.INTEGER, default=1),),
         **report_changes,
-    )  # type: ignore[arg-type]
+    )
     return JobExecutionLog.queue(
         job_id=uuid4(), report=report, request=report.resolve({}, None), owner_id="alice", now=NOW
     )
@@ -49,18 +51,20 @@ def test_happy_path_counts_attempts_and_ends_at_full_progress() -> None:
 def test_terminal_statuses_never_change(end: str) -> None:
     job = queued_job()
     job.start(NOW)
-    {
+    ends: dict[str, Callable[[], None]] = {
         "succeed": lambda: job.succeed(NOW, ARTIFACT),
         "fail": lambda: job.fail(NOW, "X", "x"),
         "cancel": lambda: job.cancel(NOW),
-    }[end]()
-    for move in (
+    }
+    ends[end]()
+    moves: tuple[Callable[[], None], ...] = (
         lambda: job.start(NOW),
         lambda: job.fail(NOW, "Y", "y"),
         lambda: job.succeed(NOW, ARTIFACT),
         lambda: job.cancel(NOW),
         job.requeue,
-    ):
+    )
+    for move in moves:
         with pytest.raises(InvalidJobTransition):
             move()
 
