@@ -100,6 +100,11 @@ class FakeJobRepository(JobRepository):
         job.version += 1
         self._pending[job.id] = copy.deepcopy(job)
 
+    async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
+        self._db.check()
+        jobs = sorted(self._db.jobs.values(), key=lambda j: j.created_at)
+        return [copy.deepcopy(j) for j in jobs if not j.is_terminal][:limit]
+
     async def save_progress(self, job: JobExecutionLog) -> None:
         self._db.check()
         stored = self._pending.get(job.id) or self._db.jobs.get(job.id)

@@ -48,6 +48,20 @@ class RunResult:
     attempt: int = 0
 
 
+def _context(job: JobExecutionLog) -> dict[str, object]:
+    """What every log line about a job carries, so one grep of the request id tells its whole story."""
+    fields: dict[str, object] = {
+        "job_id": str(job.id),
+        "report_id": str(job.report_id),
+        "attempt": job.attempts,
+        "status": job.status.value,
+        "request_id": job.request_id,
+    }
+    if job.error is not None:
+        fields["error_code"] = job.error.code
+    return fields
+
+
 def estimate_progress(rows: int, estimated_rows: int | None) -> int:
     """A progress figure that rises with the rows written and stays below 100 until the job succeeds."""
     if estimated_rows:
@@ -88,7 +102,14 @@ class RunReportJob:
     async def execute(self, job_id: UUID) -> RunResult:
         job = await self._claim(job_id)
         if job is None:
+            log.info("job skipped: not queued", extra={"job_id": str(job_id)})
             return RunResult(Outcome.SKIPPED)
+        log.info("job started", extra=_context(job))
+        result = await self._run(job)
+        log.info("job %s", result.outcome.value, extra=_context(job) | {"outcome": result.outcome.value})
+        return result
+
+    async def _run(self, job: JobExecutionLog) -> RunResult:
         try:
             artifact = await self._produce(job)
         except ReportTimedOut:
@@ -102,7 +123,7 @@ class RunReportJob:
         except StorageUnavailable:
             return await self._retry_or_fail(job)
         except Exception:
-            log.exception("job %s failed with an unexpected error", job.id)
+            log.exception("job failed with an unexpected error", extra=_context(job))
             return await self._fail(
                 job, ErrorCode.INTERNAL_ERROR, "The report could not be produced because of an internal error."
             )

@@ -57,5 +57,9 @@ class JobRepository(Protocol):
         """
 
     @abstractmethod
+    async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
+        """Jobs that are Queued or Running, oldest first, at most `limit`."""
+
+    @abstractmethod
     async def save_progress(self, job: JobExecutionLog) -> None:
         """Store the progress of a Running job without touching its version; a no-op for any other status."""

@@ -1,0 +1,136 @@
+"""The Litestar application: `build_app(ApiDependencies(...))`, called by the composition root and by tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.datastructures import ResponseHeader
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+from prometheus_client import CollectorRegistry
+
+from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
+from api.controllers.jobs import JobsController, generate_report
+from api.controllers.operations import OperationsController, Readiness
+from api.controllers.reports import ReportsController
+from api.errors import problem_response
+from api.metrics import ApiMetrics
+from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from application.initiate_report_job import InitiateAsynchronousReportJob
+from application.job_queries import GetJobResult, GetJobStatus
+from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
+
+BEARER_SCHEME = "BearerToken"
+LifespanFactory = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class ApiDependencies:
+    """Everything the HTTP layer needs, built by the composition root (or by tests, on fakes)."""
+
+    initiate: InitiateAsynchronousReportJob
+    get_status: GetJobStatus
+    get_result: GetJobResult
+    create_report: CreateReport
+    update_report: UpdateReport
+    delete_report: DeleteReport
+    get_report: GetReport
+    list_reports: ListReports
+    auth: JwtSettings
+    readiness: Readiness
+    registry: CollectorRegistry
+    """Where the HTTP metrics are registered (once per registry) and what `/metrics` exposes."""
+    lifespan: Sequence[LifespanFactory]
+    """Entered in order at startup, exited in reverse at shutdown (container, in-process worker)."""
+    poll_after_seconds: int
+    """`Retry-After` of a 202 and of the status of a job that is not terminal."""
+    max_body_bytes: int = 1024 * 1024
+    debug: bool = False
+
+
+def build_app(deps: ApiDependencies) -> Litestar:
+    metrics = ApiMetrics.register(deps.registry)
+    api = Router(
+        path="/",
+        route_handlers=[ReportsController, JobsController, generate_report],
+        middleware=[DefineMiddleware(JwtAuthenticationMiddleware, verifier=JwtVerifier(deps.auth))],
+        security=[{BEARER_SCHEME: []}],
+    )
+    app = Litestar(
+        route_handlers=[api, OperationsController],
+        dependencies=_dependencies(deps, metrics),
+        exception_handlers={Exception: problem_response},
+        openapi_config=_openapi_config(),
+        response_headers=[
+            ResponseHeader(
+                name=REQUEST_ID_HEADER,
+                documentation_only=True,
+                description="The caller's X-Request-ID when sane, else a new id.",
+            )
+        ],
+        request_max_body_size=deps.max_body_bytes,
+        lifespan=[_ignoring_app(factory) for factory in deps.lifespan],
+        logging_config=None,
+        debug=deps.debug,
+    )
+    # Outside the router, so that requests matching no route get a request id, a log line and metrics too.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics)
+    return app
+
+
+def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
+    values: dict[str, Any] = {
+        "initiate_report_job": deps.initiate,
+        "get_job_status": deps.get_status,
+        "get_job_result": deps.get_result,
+        "create_report": deps.create_report,
+        "update_report": deps.update_report,
+        "delete_report": deps.delete_report,
+        "get_report": deps.get_report,
+        "list_reports": deps.list_reports,
+        "readiness": deps.readiness,
+        "registry": deps.registry,
+        "metrics": metrics,
+        "poll_after_seconds": deps.poll_after_seconds,
+    }
+    return {name: _constant(value) for name, value in values.items()}
+
+
+def _constant(value: Any) -> Provide:
+    def dependency() -> Any:
+        return value
+
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def _ignoring_app(factory: LifespanFactory) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    return lambda _app: factory()
+
+
+def _openapi_config() -> OpenAPIConfig:
+    bearer = SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="JWT",
+        description="A JWT: `sub` is the user id, `roles` may hold `admin`.",
+    )
+    return OpenAPIConfig(
+        title="reportgen",
+        version="1.0.0",
+        path="/schema",
+        description="On-demand, asynchronous report generation. Errors are RFC 9457 problems "
+        "(`application/problem+json`).",
+        components=Components(security_schemes={BEARER_SCHEME: bearer}),
+        tags=[
+            Tag(name="reports", description="Report configurations (writes need the admin role)."),
+            Tag(name="jobs", description="Generate a report, poll its job, download the result."),
+            Tag(name="operations", description="Health and metrics; no token needed."),
+        ],
+        use_handler_docstrings=True,
+    )

@@ -1,0 +1,217 @@
+"""Bearer JWT authentication (python-jose) for `/api/...`, the caller's principal, and the admin guard.
+
+Only the algorithms that match a configured key are accepted: HS256 with the shared secret, RS256 or
+ES256 with the public key (by the key's type); `none` and every other algorithm are refused, and the key is
+chosen by algorithm, so a public key is never used as an HMAC secret. `exp` and `sub` are required, `nbf` is
+honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of clock skew.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jose import JWTError, jwt
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+
+ADMIN_ROLE = "admin"
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    """How tokens are verified. At least one of `secret` (HS256) and `public_key` (PEM text: RSA -> RS256,
+    EC P-256 -> ES256) is required; a bad key raises ValueError naming the field."""
+
+    secret: str | None = None
+    public_key: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: int = 30
+
+    def __post_init__(self) -> None:
+        self.keys_by_algorithm()
+
+    def keys_by_algorithm(self) -> dict[str, str]:
+        keys = {"HS256": self.secret} if self.secret else {}
+        if self.public_key:
+            keys[_public_key_algorithm(self.public_key)] = self.public_key
+        if not keys:
+            raise ValueError("JwtSettings needs a secret or a public_key")
+        return keys
+
+
+def _public_key_algorithm(pem: str) -> str:
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise ValueError("public_key is not a PEM-encoded public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ValueError("public_key must be an RSA key (RS256) or an EC P-256 key (ES256)")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: `sub` of the token and its `roles` claim."""
+
+    user_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+AuthenticatedRequest: TypeAlias = Request[Principal, str, Any]
+"""A request that passed JwtAuthenticationMiddleware: `request.user` is the caller, `request.auth` the token."""
+
+
+class MissingToken(NotAuthorizedException):
+    def __init__(self) -> None:
+        super().__init__(
+            detail="This resource needs an 'Authorization: Bearer <token>' header.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+class InvalidToken(NotAuthorizedException):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            detail=f"The bearer token was refused: {reason}",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+class JwtVerifier:
+    """Verifies tokens, remembering recently verified ones (by token string) until they expire.
+
+    `exp` and `nbf` are checked here, against `clock`, rather than by python-jose (which reads the system
+    clock), so that the cache and the checks share one clock. A cached token is exactly as valid as on its
+    first check: its signature and claims cannot change, an accepted `nbf` stays accepted, and the entry
+    is dropped once `exp` (plus the leeway) has passed.
+    """
+
+    def __init__(
+        self, settings: JwtSettings, clock: Callable[[], float] = time.time, cache_size: int = _CACHE_SIZE
+    ) -> None:
+        self._settings = settings
+        self._keys = settings.keys_by_algorithm()
+        self._clock = clock
+        self._cache_size = cache_size
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._options = {
+            "verify_exp": False,
+            "verify_nbf": False,
+            "require_sub": True,
+            "verify_aud": settings.audience is not None,
+            "require_aud": settings.audience is not None,
+            "require_iss": settings.issuer is not None,
+        }
+
+    def verify(self, token: str) -> Principal:
+        cached = self._cache.get(token)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        self._cache.pop(token, None)
+        principal, valid_until = self._decode(token)
+        if len(self._cache) >= self._cache_size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = (principal, valid_until)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
+        try:
+            header_algorithm = jwt.get_unverified_header(token).get("alg")
+            algorithm = header_algorithm if isinstance(header_algorithm, str) else ""
+            key = self._keys.get(algorithm)
+            if key is None:
+                raise InvalidToken(f"the algorithm {header_algorithm!r} is not accepted")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                options=self._options,
+            )
+        except JWTError as exc:
+            raise InvalidToken(str(exc) or type(exc).__name__) from None
+        return _principal(claims), self._valid_until(claims)
+
+    def _valid_until(self, claims: dict[str, Any]) -> float:
+        now, leeway = self._clock(), self._settings.leeway_seconds
+        expires = _numeric_date(claims, "exp")
+        if expires is None:
+            raise InvalidToken("the 'exp' claim is required")
+        if expires + leeway <= now:
+            raise InvalidToken("the token has expired")
+        not_before = _numeric_date(claims, "nbf")
+        if not_before is not None and not_before - leeway > now:
+            raise InvalidToken("the token is not valid yet ('nbf')")
+        return expires + leeway
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"the '{name}' claim must be a number of seconds")
+    return float(value)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    roles = claims.get("roles", [])
+    if not claims["sub"]:
+        raise InvalidToken("the 'sub' claim is empty")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise InvalidToken("the 'roles' claim must be an array of strings")
+    return Principal(claims["sub"], frozenset(roles))
+
+
+def issue_token(settings: JwtSettings, sub: str, roles: Sequence[str] = (), ttl_seconds: int = 3600) -> str:
+    """An HS256 token that `settings` accepts (issuer and audience included when configured)."""
+    if not settings.secret:
+        raise ValueError("issue_token needs JwtSettings.secret (HS256)")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "roles": list(roles), "iat": now, "exp": now + ttl_seconds}
+    if settings.issuer:
+        claims["iss"] = settings.issuer
+    if settings.audience:
+        claims["aud"] = settings.audience
+    return jwt.encode(claims, settings.secret, algorithm="HS256")
+
+
+class JwtAuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    """Puts the caller's `Principal` in `request.user`; 401 (see MissingToken, InvalidToken) otherwise."""
+
+    def __init__(self, app: ASGIApp, verifier: JwtVerifier) -> None:
+        super().__init__(app)
+        self._verifier = verifier
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise MissingToken
+        token = token.strip()
+        if not token:
+            raise InvalidToken("the token is empty")
+        return AuthenticationResult(user=self._verifier.verify(token), auth=token)
+
+
+def admin_only(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard of report configuration writes."""
+    if not connection.user.is_admin:
+        raise PermissionDeniedException(detail=f"This operation needs the '{ADMIN_ROLE}' role.")

@@ -1,0 +1,1 @@
+"""Route handlers: reports, jobs (generate, status, result) and operations (health, metrics)."""

@@ -1,0 +1,186 @@
+"""Report jobs: start one (generate), poll its status, download its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from inspect import getdoc
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
+from litestar.params import HeaderParameter, JSONBody
+from litestar.response import Stream
+
+from api.auth import AuthenticatedRequest
+from api.errors import problem_responses
+from api.metrics import ApiMetrics
+from api.middleware import request_id_of
+from api.schemas import GenerateIn, JobAccepted, JobErrorOut, JobId, JobStatusOut, JsonBody, ReportId, utc
+from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_queries import GetJobResult, GetJobStatus, JobQuery
+from domain.jobs import JobExecutionLog, JobStatus
+
+JOB_STATUS_ROUTE = "job-status"
+JOB_RESULT_ROUTE = "job-result"
+_RETRY_AFTER = ResponseHeader(
+    name="Retry-After",
+    documentation_only=True,
+    description="Seconds to wait before polling the job status (while it is not terminal).",
+)
+
+
+def job_status_out(job: JobExecutionLog, *, status_url: str, result_url: str) -> JobStatusOut:
+    error = None if job.error is None else JobErrorOut(code=job.error.code, message=job.error.message)
+    return JobStatusOut(
+        job_id=job.id,
+        report_id=job.report_id,
+        status=job.status,
+        progress=job.progress,
+        format=job.format,
+        parameters=dict(job.parameters),
+        attempts=job.attempts,
+        created_at=utc(job.created_at),
+        started_at=utc(job.started_at),
+        finished_at=utc(job.finished_at),
+        error=error,
+        status_url=status_url,
+        result_url=result_url,
+    )
+
+
+def _job_urls(request: AuthenticatedRequest, job_id: UUID) -> dict[str, str]:
+    """Absolute URLs by route reversal on the request's base URL."""
+    return {
+        "status_url": request.url_for(JOB_STATUS_ROUTE, jobId=str(job_id)),
+        "result_url": request.url_for(JOB_RESULT_ROUTE, jobId=str(job_id)),
+    }
+
+
+def _job_query(request: AuthenticatedRequest, job_id: UUID) -> JobQuery:
+    return JobQuery(job_id=job_id, user_id=request.user.user_id, is_admin=request.user.is_admin)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    candidates = {candidate.strip().removeprefix("W/") for candidate in if_none_match.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+@dataclass
+class _OptionalBodyOperation(Operation):
+    """Litestar marks every request body required; the generate body may be left out."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
+@post(
+    "/api/v1/reports/{reportId:str}/generate",
+    status_code=202,
+    dto=JsonBody[GenerateIn],
+    return_dto=None,
+    operation_class=_OptionalBodyOperation,
+    tags=["jobs"],
+    summary="Generate a report",
+    description=getdoc(InitiateAsynchronousReportJob),
+    response_headers=[
+        ResponseHeader(name="Location", documentation_only=True, description="The statusUrl."),
+        _RETRY_AFTER,
+    ],
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 503),
+)
+async def generate_report(
+    request: AuthenticatedRequest,
+    report_id: ReportId,
+    initiate_report_job: NamedDependency[InitiateAsynchronousReportJob],
+    metrics: NamedDependency[ApiMetrics],
+    poll_after_seconds: NamedDependency[int],
+    data: JSONBody[GenerateIn | None] = None,
+) -> Response[JobAccepted]:
+    body = data if data is not None else GenerateIn()
+    command = InitiateReportJob(
+        report_id=report_id,
+        user_id=request.user.user_id,
+        parameters=body.parameters,
+        format=body.format,
+        request_id=request_id_of(request.scope),
+    )
+    job_id = (await initiate_report_job.execute(command)).job_id
+    metrics.jobs_submitted.inc()
+    urls = _job_urls(request, job_id)
+    return Response(
+        JobAccepted(job_id=job_id, status=JobStatus.QUEUED, **urls),
+        status_code=202,
+        headers={"Location": urls["status_url"], "Retry-After": str(poll_after_seconds)},
+    )
+
+
+class JobsController(Controller):
+    path = "/api/v1/jobs"
+    tags = ("jobs",)
+
+    @get(
+        "/{jobId:str}",
+        name=JOB_STATUS_ROUTE,
+        summary="Read a job's status",
+        description=getdoc(GetJobStatus),
+        response_headers=[_RETRY_AFTER],
+        responses=problem_responses(400, 401, 404, 503),
+    )
+    async def status(
+        self,
+        request: AuthenticatedRequest,
+        job_id: JobId,
+        get_job_status: NamedDependency[GetJobStatus],
+        poll_after_seconds: NamedDependency[int],
+    ) -> Response[JobStatusOut]:
+        job = await get_job_status.execute(_job_query(request, job_id))
+        headers = {} if job.is_terminal else {"Retry-After": str(poll_after_seconds)}
+        return Response(job_status_out(job, **_job_urls(request, job.id)), headers=headers)
+
+    @get(
+        "/{jobId:str}/result",
+        name=JOB_RESULT_ROUTE,
+        summary="Download a job's result",
+        description=getdoc(GetJobResult),
+        responses={
+            200: ResponseSpec(
+                bytes,
+                description="The artifact: `text/csv; charset=utf-8` for csv, "
+                "`application/json` for json; with Content-Disposition, Content-Length "
+                "and ETag.",
+                media_type="application/octet-stream",
+                generate_examples=False,
+            ),
+            304: ResponseSpec(
+                None, description="Not Modified (If-None-Match matched the ETag)", generate_examples=False
+            ),
+            **problem_responses(400, 401, 404, 409, 410, 503),
+        },
+    )
+    async def result(
+        self,
+        request: AuthenticatedRequest,
+        job_id: JobId,
+        get_job_result: NamedDependency[GetJobResult],
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
+    ) -> Response[Any]:
+        result = await get_job_result.execute(_job_query(request, job_id))
+        headers = {"ETag": f'"{result.artifact.sha256}"', "Cache-Control": "private"}
+        if _etag_matches(if_none_match, headers["ETag"]):
+            return Response(None, status_code=304, headers=headers)
+        return Stream(
+            result.content,
+            headers={
+                **headers,
+                "Content-Type": result.job.content_type,
+                "Content-Length": str(result.artifact.size),
+                "Content-Disposition": f'attachment; filename="{result.job.filename}"',
+            },
+        )

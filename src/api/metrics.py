@@ -1,0 +1,50 @@
+"""Prometheus metrics of the HTTP edge, registered on the registry the composition root hands over.
+
+Labels stay bounded: the route is the matched route's *template* (`/api/v1/jobs/{jobId}`), or `unmatched`
+when no route matched; the method is one of the standard methods or `OTHER`; the status is the HTTP code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+UNMATCHED_ROUTE = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiMetrics:
+    requests: Counter
+    duration: Histogram
+    in_progress: Gauge
+    jobs_submitted: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> ApiMetrics:
+        """Create the collectors on `registry`; a registry can hold them only once (one app per registry)."""
+        return cls(
+            requests=Counter(
+                "reportgen_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=registry
+            ),
+            duration=Histogram(
+                "reportgen_http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+                ["method", "route"],
+                buckets=_BUCKETS,
+                registry=registry,
+            ),
+            in_progress=Gauge(
+                "reportgen_http_requests_in_progress", "HTTP requests being answered.", registry=registry
+            ),
+            jobs_submitted=Counter(
+                "reportgen_jobs_submitted", "Report jobs accepted (202) through the API.", registry=registry
+            ),
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "OTHER"
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.duration.labels(method=method, route=route).observe(seconds)

@@ -1,0 +1,99 @@
+"""The request context: request id, one access-log line and the HTTP metrics, for every request.
+
+`RequestContextMiddleware` wraps the whole Litestar ASGI handler, outside the router, so that it also sees
+requests that match no route (404, 405) and every error response. The request id is the caller's
+`X-Request-ID` when it is sane (1-128 characters of `A-Z a-z 0-9 . _ : -`), else a new UUID; it is sent back
+on every response, bound as `request_id` in structlog's context variables and handed to the jobs started by
+the request. The access log holds method, route template, status, duration and user id; never a header.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+from uuid import uuid4
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import Principal
+from api.metrics import UNMATCHED_ROUTE, ApiMetrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
+_STATE_KEY = "request_id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+log = structlog.get_logger(__name__)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id of the request in `scope`, assigned on first use (the caller's if sane, else a new one)."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    request_id = state.get(_STATE_KEY)
+    if not isinstance(request_id, str):
+        request_id = _caller_request_id(scope) or str(uuid4())
+        state[_STATE_KEY] = request_id
+    return request_id
+
+
+def _caller_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name.lower() == _HEADER_KEY:
+            candidate = value.decode("latin-1")
+            return candidate if _SANE_REQUEST_ID.fullmatch(candidate) else None
+    return None
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the matched route (bounded, unlike the raw path), or `unmatched`."""
+    fields: Mapping[str, object] = scope  # Litestar sets `path_template` only once a route has matched
+    template = fields.get("path_template")
+    return template if isinstance(template, str) else UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        header = (_HEADER_KEY, request_id.encode())
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        started = time.perf_counter()
+        self._metrics.in_progress.inc()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self._app(scope, receive, send_with_request_id)
+            finally:
+                self._metrics.in_progress.dec()
+                self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = route_of(scope)
+        method = str(scope.get("method", ""))
+        self._metrics.observe(method, route, status, seconds)
+        user = scope.get("user")
+        log.info(
+            "http_request",
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+            user_id=user.user_id if isinstance(user, Principal) else None,
+        )

@@ -1,0 +1,203 @@
+"""Wire types: msgspec Structs with camelCase keys, path parameter types, UTC times and strict body decoding.
+
+Request bodies are decoded from raw bytes by `JsonBody` (a Litestar DTO), so that malformed syntax and
+invalid content stay apart: bytes that are not JSON -> 400; JSON of the wrong shape (unknown or missing
+keys, wrong types) -> `InvalidInput`, 422, naming the field. Decoding is strict: `"true"` is not a boolean.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeAlias, TypeVar, overload
+from uuid import UUID
+
+import msgspec
+from litestar.dto import MsgspecDTO
+from litestar.exceptions import ClientException
+from litestar.openapi.spec import Reference, Schema
+from litestar.params import PathParameter
+from litestar.typing import FieldDefinition
+from msgspec import UNSET, UnsetType
+
+from application.manage_reports import ReportDefinition
+from domain.errors import FieldError, InvalidInput
+from domain.jobs import JobStatus
+from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParameter
+
+# Path parameters keep the contract's camelCase names; a value that is not a UUID is a 400 naming them.
+ReportId: TypeAlias = Annotated[UUID, PathParameter(name="reportId", description="The report's id.")]
+JobId: TypeAlias = Annotated[UUID, PathParameter(name="jobId", description="The job's id.")]
+
+
+class WireStruct(msgspec.Struct, rename="camel"):
+    """Base of every JSON body: snake_case in Python, camelCase on the wire."""
+
+
+class RequestStruct(WireStruct, forbid_unknown_fields=True):
+    """A request body: unknown keys are an error, not silently dropped."""
+
+
+class ParameterIn(RequestStruct):
+    name: str
+    type: ParameterType
+    required: bool = False
+    default: ParamValue = None
+
+
+class ReportIn(RequestStruct):
+    """A report configuration as an admin writes it (POST creates, PUT replaces)."""
+
+    name: str
+    query: str
+    description: str = ""
+    parameters: list[ParameterIn] = msgspec.field(default_factory=list)
+    formats: list[str] = msgspec.field(default_factory=lambda: ["csv"])
+    delivery_target: str = API_RESPONSE
+    async_enabled: bool = True
+
+    def to_definition(self) -> ReportDefinition:
+        parameters = tuple(ReportParameter(p.name, p.type, p.required, p.default) for p in self.parameters)
+        return ReportDefinition(
+            name=self.name,
+            query=self.query,
+            description=self.description,
+            parameters=parameters,
+            formats=tuple(self.formats),
+            delivery_target=self.delivery_target,
+            async_enabled=self.async_enabled,
+        )
+
+
+class GenerateIn(RequestStruct):
+    """Optional body of a generate request; the report's first format is the default."""
+
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Values by parameter name; their types are checked against the report's parameter definitions."""
+    format: str | None = None
+
+
+class ParameterOut(WireStruct):
+    name: str
+    type: ParameterType
+    required: bool
+    default: ParamValue
+
+
+class ReportOut(WireStruct, kw_only=True):
+    """A stored report. `query` is present for admins only (see `report_out`)."""
+
+    id: UUID
+    name: str
+    description: str
+    query: str | UnsetType = UNSET
+    parameters: list[ParameterOut]
+    formats: list[str]
+    delivery_target: str
+    async_enabled: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class JobAccepted(WireStruct):
+    job_id: UUID
+    status: JobStatus
+    status_url: str
+    result_url: str
+
+
+class JobErrorOut(WireStruct):
+    code: str
+    message: str
+
+
+class JobStatusOut(WireStruct):
+    job_id: UUID
+    report_id: UUID
+    status: JobStatus
+    progress: int
+    format: str
+    parameters: dict[str, ParamValue]
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobErrorOut | None
+    status_url: str
+    result_url: str
+
+
+class FieldErrorOut(WireStruct):
+    field: str
+    message: str
+
+
+class Problem(WireStruct, omit_defaults=True):
+    """An RFC 9457 problem; the extensions appear only where they apply."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str
+    errors: list[FieldErrorOut] | UnsetType = UNSET
+    job_status: str | UnsetType = UNSET
+    checks: dict[str, bool] | UnsetType = UNSET
+
+
+class Health(WireStruct):
+    status: str
+    checks: dict[str, bool] = msgspec.field(default_factory=dict)
+
+
+@overload
+def utc(moment: datetime) -> datetime: ...
+@overload
+def utc(moment: None) -> None: ...
+def utc(moment: datetime | None) -> datetime | None:
+    """A time as the wire shows it: UTC, hence written with `Z`; a naive time is taken to be UTC already."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+T = TypeVar("T")
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _field_error(exc: msgspec.ValidationError) -> FieldError:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.parameters[0].default`" into a named field."""
+    message, _, where = str(exc).partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    if named := _NAMED_FIELD.search(message):
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return FieldError(path or "body", message)
+
+
+def decode_json_body(raw: bytes, model: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=model, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput([_field_error(exc)]) from None
+    except msgspec.DecodeError as exc:
+        raise ClientException(f"The request body is not valid JSON: {exc}") from None
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class JsonBody(MsgspecDTO[S], Generic[S]):
+    """Decodes a handler's `data` with `decode_json_body`; the OpenAPI schema is the Struct itself."""
+
+    def decode_bytes(self, value: bytes) -> S:
+        return decode_json_body(value, self.model_type)
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
+    ) -> Reference | Schema:
+        schema: Reference | Schema = schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(cls.model_type)
+        )
+        return schema

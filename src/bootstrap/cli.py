@@ -1,0 +1,113 @@
+"""`reportgen`: serve, worker, migrate, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from api.auth import issue_token
+from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, with_dev_secret
+from bootstrap.web import jwt_settings
+from settings import Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reportgen", description="On-demand asynchronous report generation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API (and, without REPORTGEN_REDIS_URL, the worker too)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes (production mode only)")
+    commands.add_parser("worker", help="run an arq worker for REPORTGEN_REDIS_URL")
+    commands.add_parser("migrate", help="apply database migrations to REPORTGEN_DATABASE_URL (safe to repeat)")
+    token = commands.add_parser("token", help="print a JWT that the configured service accepts (development)")
+    token.add_argument("--sub", required=True, help="the user id")
+    token.add_argument("--role", action="append", default=[], help="a role, e.g. admin (repeatable)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        _COMMANDS[args.command](settings, args)
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"reportgen: invalid configuration: {line}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    workers = args.workers
+    if settings.embedded:
+        settings = with_dev_secret(settings)
+        _migrate(settings, args)
+        asyncio.run(_seed_demo(settings))
+        token = issue_token(jwt_settings(settings), DEV_USER, ["admin"], DEV_TOKEN_TTL_SECONDS)
+        print(banner(settings, f"http://{_display_host(args.host)}:{args.port}", token, _demo_report()), flush=True)  # noqa: T201
+        workers = 1  # one process holds the in-process worker and the SQLite file
+    Server(
+        "bootstrap.web:create_app",
+        address=args.host,
+        port=args.port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        factory=True,
+        log_access=False,
+    ).serve()
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host  # noqa: S104
+
+
+def _demo_report() -> str:
+    from infrastructure.demo import SALES_SUMMARY_ID
+
+    return str(SALES_SUMMARY_ID)
+
+
+async def _seed_demo(settings: Settings) -> None:
+    from bootstrap.container import open_container
+    from infrastructure.demo import seed_demo
+
+    if not settings.seeds_demo:
+        return
+    async with open_container(settings) as container:
+        await seed_demo(container.reporting_engine, container.unit_of_work)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> None:
+    from arq.worker import run_worker
+
+    from bootstrap.worker import worker_settings
+
+    run_worker(worker_settings(settings))
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    from infrastructure.persistence.migrate import migrate
+
+    migrate(settings.effective_database_url)
+    print("reportgen: the database schema is up to date", file=sys.stderr)  # noqa: T201
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> None:
+    settings = with_dev_secret(settings)
+    if not settings.jwt_secret:
+        raise SettingsError(["REPORTGEN_JWT_SECRET: `reportgen token` signs with the HS256 secret; none is set"])
+    print(issue_token(jwt_settings(settings), args.sub, args.role, args.ttl))  # noqa: T201
+
+
+_COMMANDS = {"serve": _serve, "worker": _worker, "migrate": _migrate, "token": _token}
+
+if __name__ == "__main__":
+    sys.exit(main())

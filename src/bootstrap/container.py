@@ -1,0 +1,143 @@
+"""Build every adapter and use case from Settings. Swapping an adapter is a change in this module only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.initiate_report_job import InitiateAsynchronousReportJob
+from application.job_queries import GetJobResult, GetJobStatus
+from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
+from application.ports import JobQueue, UnitOfWork
+from application.recover_jobs import RecoverUnfinishedJobs
+from application.run_report_job import RunPolicy, RunReportJob
+from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
+from infrastructure.artifacts import FileSystemArtifactStore
+from infrastructure.encoders import ENCODERS
+from infrastructure.inprocess import InProcessJobQueue
+from infrastructure.persistence.data_source import SqlReportDataSource
+from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.job_reader import SqlAlchemyJobReader
+from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from settings import Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    """Everything one process needs, built once per process from Settings (nothing at import time)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    reporting_engine: AsyncEngine
+    queue: JobQueue
+    redis: ArqRedis | None
+    run_report_job: RunReportJob
+    initiate: InitiateAsynchronousReportJob
+    get_status: GetJobStatus
+    get_result: GetJobResult
+    create_report: CreateReport
+    update_report: UpdateReport
+    delete_report: DeleteReport
+    get_report: GetReport
+    list_reports: ListReports
+    recover: RecoverUnfinishedJobs
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return SqlAlchemyUnitOfWork(self.engine)
+
+    async def readiness(self) -> Mapping[str, bool]:
+        """Whether each dependency answers within two seconds."""
+        checks = {"database": self._database_ok()}
+        if self.redis is not None:
+            checks["redis"] = _redis_ok(self.redis)
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
+
+    async def _database_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(2), self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:  # any failure means "not ready"
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if isinstance(self.queue, InProcessJobQueue):
+            await self.queue.stop(grace_seconds=5)
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        if self.reporting_engine is not self.engine:
+            await self.reporting_engine.dispose()
+
+
+async def _redis_ok(redis: ArqRedis) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            return bool(await redis.ping())
+    except Exception:  # any failure means "not ready"
+        return False
+
+
+def build_container(settings: Settings, **overrides: Any) -> Container:
+    """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock)."""
+    engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url)
+    reporting = overrides.get("reporting_engine") or (
+        create_engine(settings.reporting_database_url) if settings.reporting_database_url else engine
+    )
+    clock = overrides.get("clock", utc_now)
+    redis = None
+    if settings.redis_url is not None:
+        redis = overrides.get("redis") or create_redis_pool(settings.redis_url, queue_name=settings.queue_name)
+
+    def uow() -> UnitOfWork:
+        return SqlAlchemyUnitOfWork(engine)
+
+    artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
+    policy = RunPolicy(timeout_seconds=settings.report_timeout_seconds, max_attempts=settings.max_attempts)
+    run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, clock, policy)
+    queue: JobQueue = overrides.get("queue") or (
+        InProcessJobQueue(run.execute, concurrency=settings.worker_concurrency)
+        if redis is None
+        else ArqJobQueue(redis, settings.queue_name)
+    )
+    reader = SqlAlchemyJobReader(engine)
+    return Container(
+        settings=settings,
+        engine=engine,
+        reporting_engine=reporting,
+        queue=queue,
+        redis=redis,
+        run_report_job=run,
+        initiate=InitiateAsynchronousReportJob(uow, queue, clock),
+        get_status=GetJobStatus(reader),
+        get_result=GetJobResult(reader, artifacts),
+        create_report=CreateReport(uow, clock),
+        update_report=UpdateReport(uow, clock),
+        delete_report=DeleteReport(uow),
+        get_report=GetReport(uow),
+        list_reports=ListReports(uow),
+        recover=RecoverUnfinishedJobs(uow, queue, clock, settings.max_attempts),
+    )
+
+
+@asynccontextmanager
+async def open_container(settings: Settings, **overrides: Any) -> AsyncIterator[Container]:
+    container = build_container(settings, **overrides)
+    try:
+        yield container
+    finally:
+        await container.aclose()

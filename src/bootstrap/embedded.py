@@ -1,0 +1,53 @@
+"""The embedded, single-process mode: a dev secret under ./var, demo data, and a banner a new user can paste from."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shlex
+from dataclasses import replace
+
+from settings import Settings
+
+DEV_USER = "dev"
+DEV_TOKEN_TTL_SECONDS = 86_400
+
+
+def with_dev_secret(settings: Settings) -> Settings:
+    """In embedded mode without a configured key, use (and on first start create) a secret kept under var/."""
+    if settings.jwt_secret or settings.jwt_public_key or not settings.embedded:
+        return settings
+    path = settings.dev_secret_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return replace(settings, jwt_secret=path.read_text().strip())
+
+
+def banner(settings: Settings, base_url: str, token: str, report_id: str) -> str:
+    """What `reportgen serve` prints at start in embedded mode: where it runs, a token, and curl commands."""
+    auth = shlex.quote(f"Authorization: Bearer {token}")
+    body = shlex.quote('{"parameters": {"region": "EU"}, "format": "csv"}')
+    return "\n".join(
+        [
+            "",
+            f"reportgen is running in embedded mode at {base_url}",
+            f"  database: {settings.effective_database_url}   artifacts: {settings.artifact_dir.resolve()}",
+            f"  API docs: {base_url}/schema    metrics: {base_url}/metrics",
+            "",
+            f"A development token (user '{DEV_USER}', role admin, valid 24 h):",
+            f"  {token}",
+            "",
+            "Try it (paste into another terminal):",
+            f"  JOB=$(curl -s -X POST {base_url}/api/v1/reports/{report_id}/generate -H {auth} \\",
+            f"        -H 'Content-Type: application/json' -d {body} \\",
+            "        | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"jobId\"])')",
+            f"  curl -s {base_url}/api/v1/jobs/$JOB -H {auth}",
+            f"  curl -s {base_url}/api/v1/jobs/$JOB/result -H {auth}",
+            f"  curl -s {base_url}/api/v1/reports -H {auth}      # all demo reports",
+            "",
+        ]
+    )

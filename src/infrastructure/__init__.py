@@ -1,0 +1,1 @@
+"""Adapters: SQL persistence, queues, artifact store, encoders, observability."""

@@ -1,0 +1,1 @@
+"""The arq adapter: every import of arq stays inside this package."""

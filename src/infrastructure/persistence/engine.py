@@ -1,0 +1,126 @@
+"""Async engines for PostgreSQL (asyncpg) and SQLite (aiosqlite), and the one place where driver and
+connection errors become `StorageUnavailable`."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from application.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+_SQLITE_PRAGMAS = (
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+# Connection exceptions, insufficient resources, shutdown / cannot connect now, authentication, unknown
+# database, and the transient failures that a retry resolves: serialization failure and deadlock.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "28", "3D000", "40001", "40P01")
+_UNAVAILABLE_SQLITE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL")
+_UNAVAILABLE_TYPES = (
+    OSError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed": a streaming cursor can raise it unwrapped
+)
+
+
+def create_engine(url: str, **pool_options: Any) -> AsyncEngine:
+    """An engine for `postgresql+asyncpg://...` or `sqlite+aiosqlite:///path` (plain `postgresql://` and
+    `sqlite:///` are given those drivers). SQLite: the file's directory is created, and every connection
+    uses WAL, a busy timeout and foreign keys. `pool_options` go to SQLAlchemy's `create_async_engine`."""
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database driver {parsed.drivername!r}: use postgresql+asyncpg or sqlite+aiosqlite"
+        )
+    parsed = parsed.set(drivername=driver)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, pool_options)
+    connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, **pool_options.pop("connect_args", {})}
+    return create_async_engine(parsed, connect_args=connect_args, **pool_options)
+
+
+def _sqlite_engine(url: URL, pool_options: dict[str, Any]) -> AsyncEngine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, **pool_options)
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database cannot be reached or failed transiently (retrying may succeed)."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    driver_error = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    if isinstance(driver_error, sqlite3.Error):  # its InterfaceError is a binding mistake, not a lost connection
+        return (driver_error.sqlite_errorname or "").startswith(_UNAVAILABLE_SQLITE_ERRORS)
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return isinstance(error, _UNAVAILABLE_TYPES) or isinstance(driver_error, _UNAVAILABLE_TYPES)
+
+
+def describe(error: BaseException) -> str:
+    """A short, SQL-free name for a driver error: its SQLSTATE, SQLite error name, or exception class."""
+    driver_error = error.orig if isinstance(error, sa_exc.DBAPIError) and error.orig is not None else error
+    code = getattr(driver_error, "sqlstate", None)
+    if isinstance(driver_error, sqlite3.Error):
+        code = driver_error.sqlite_errorname
+    return f"{type(driver_error).__name__} {code}" if code else type(driver_error).__name__
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Wrap database calls: connection problems and transient failures become StorageUnavailable
+    (whose message names the error class and code, never SQL text); other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise StorageUnavailable(f"the database is unavailable ({describe(exc)})") from exc
+        raise
+
+
+async def close_quietly(conn: AsyncConnection) -> None:
+    """Close (and so roll back) a connection; a connection that breaks while closing is only logged, since its
+    uncommitted work is lost either way and an error here would hide the caller's outcome or exception."""
+    try:
+        with storage_errors():
+            await conn.close()
+    except StorageUnavailable:
+        log.warning("closing a database connection failed", exc_info=True)

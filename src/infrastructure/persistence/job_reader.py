@@ -1,0 +1,25 @@
+"""Job reads for the polling paths: one SELECT in autocommit mode, no BEGIN/ROLLBACK round trips."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.ports import JobReader
+from domain.jobs import JobExecutionLog
+from infrastructure.persistence.engine import storage_errors
+from infrastructure.persistence.mapping import row_to_job
+from infrastructure.persistence.repositories import GET_JOB
+
+
+class SqlAlchemyJobReader(JobReader):
+    def __init__(self, engine: AsyncEngine) -> None:
+        # Shares the engine's pool; only the isolation level of the checked-out connections differs.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        with storage_errors():
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(GET_JOB, {"where_id": job_id})).mappings().first()
+        return None if row is None else row_to_job(row)

@@ -1,0 +1,115 @@
+"""Imperative mapping: table rows to entities and back, written out by hand (no ORM on these hot paths)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
+from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+
+
+def report_to_row(report: ReportConfiguration) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "name": report.name,
+        "description": report.description,
+        "query": report.query,
+        "parameters": [
+            {"name": p.name, "type": p.type.value, "required": p.required, "default": p.default}
+            for p in report.parameters
+        ],
+        "formats": list(report.formats),
+        "delivery_target": report.delivery_target,
+        "async_enabled": report.async_enabled,
+        "created_at": report.created_at,
+        "updated_at": report.updated_at,
+        "deleted_at": report.deleted_at,
+    }
+
+
+def row_to_report(row: RowMapping) -> ReportConfiguration:
+    return ReportConfiguration(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        query=row["query"],
+        parameters=tuple(
+            ReportParameter(p["name"], ParameterType(p["type"]), p["required"], p["default"]) for p in row["parameters"]
+        ),
+        formats=tuple(row["formats"]),
+        delivery_target=row["delivery_target"],
+        async_enabled=row["async_enabled"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deleted_at=row["deleted_at"],
+    )
+
+
+def job_state(job: JobExecutionLog) -> dict[str, Any]:
+    """The columns that change over a job's life (everything but its identity and what it was asked to run)."""
+    return {
+        "status": job.status.value,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error_code": job.error.code if job.error else None,
+        "error_message": job.error.message if job.error else None,
+        "artifact_key": job.artifact.key if job.artifact else None,
+        "artifact_size": job.artifact.size if job.artifact else None,
+        "artifact_sha256": job.artifact.sha256 if job.artifact else None,
+    }
+
+
+def job_to_row(job: JobExecutionLog) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "report_id": job.report_id,
+        "owner_id": job.owner_id,
+        "report_name": job.report_name,
+        "query": job.query,
+        "format": job.format,
+        "parameters": job.parameters,
+        "parameter_types": {name: kind.value for name, kind in job.parameter_types.items()},
+        "created_at": job.created_at,
+        "request_id": job.request_id,
+        "version": job.version,
+        **job_state(job),
+    }
+
+
+def row_to_job(row: RowMapping) -> JobExecutionLog:
+    return JobExecutionLog(
+        id=row["id"],
+        report_id=row["report_id"],
+        owner_id=row["owner_id"],
+        report_name=row["report_name"],
+        query=row["query"],
+        format=row["format"],
+        parameters=row["parameters"],
+        parameter_types={name: ParameterType(kind) for name, kind in row["parameter_types"].items()},
+        created_at=row["created_at"],
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        error=_error(row),
+        artifact=_artifact(row),
+        request_id=row["request_id"],
+        version=row["version"],
+    )
+
+
+def _error(row: RowMapping) -> JobError | None:
+    if row["error_code"] is None:
+        return None
+    return JobError(row["error_code"], row["error_message"] or "")
+
+
+def _artifact(row: RowMapping) -> ArtifactRef | None:
+    if row["artifact_key"] is None:
+        return None
+    return ArtifactRef(row["artifact_key"], row["artifact_size"], row["artifact_sha256"])

@@ -1,0 +1,141 @@
+"""What makes a report query safe to run on each database: a read-only transaction, a deadline, a cheap row
+estimate, and errors translated into what the application understands (never SQL text)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from infrastructure.persistence.engine import describe, is_unavailable
+
+log = logging.getLogger(__name__)
+
+Params = Sequence[sa.BindParameter[Any]]
+
+WRITE_ATTEMPT = "the query tried to change data; report queries must be read-only"
+_TIMEOUT_CODES = ("57014", "SQLITE_INTERRUPT")  # query_canceled (statement_timeout); interrupted
+_WRITE_CODES = ("25006", "SQLITE_READONLY")  # read_only_sql_transaction; PRAGMA query_only
+_MAX_MESSAGE = 300
+_SQLITE_PROGRESS_STEPS = 1_000  # SQLite VM instructions between two looks at the deadline
+
+
+class QueryGuard(Protocol):
+    @abstractmethod
+    async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
+        """Make the connection read-only with a deadline, before the query's transaction begins."""
+
+    @abstractmethod
+    async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
+        """A cheap guess of the number of rows the query returns, or None."""
+
+    @abstractmethod
+    async def leave(self, conn: AsyncConnection) -> None:
+        """Undo `enter` before the connection goes back to the pool."""
+
+
+class PostgresGuard(QueryGuard):
+    async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
+        _ = await conn.execution_options(postgresql_readonly=True)  # BEGIN READ ONLY; reset when returned to the pool
+        milliseconds = max(1, round(timeout_seconds * 1000))  # 0 would mean "no timeout"
+        await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+
+    async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
+        plan = await conn.scalar(sa.text(f"EXPLAIN (FORMAT JSON) {query}").bindparams(*params))  # plans, no run
+        try:
+            return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+        except (TypeError, LookupError, ValueError):
+            return None
+
+    async def leave(self, conn: AsyncConnection) -> None:
+        return None  # SET LOCAL ends with the transaction
+
+
+class SqliteGuard(QueryGuard):
+    async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        driver = await _aiosqlite_connection(conn)
+        # Runs in SQLite's thread during the query; a non-zero answer interrupts it (SQLITE_INTERRUPT).
+        await driver.set_progress_handler(lambda: int(time.monotonic() > deadline), _SQLITE_PROGRESS_STEPS)
+        await conn.exec_driver_sql("PRAGMA query_only = ON")
+
+    async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
+        body = query.strip().rstrip(";")
+        count = sa.text(f"SELECT count(*) FROM (\n{body}\n)").bindparams(*params)  # noqa: S608 - the report's own query
+        try:
+            return int(await conn.scalar(count) or 0)
+        except sa_exc.DBAPIError as exc:
+            if _code(exc) in _TIMEOUT_CODES or is_unavailable(exc):
+                raise
+            return None  # not countable this way; running the query itself reports any real error
+
+    async def leave(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.rollback()  # ends the read transaction of an unfinished or failed query
+            await conn.exec_driver_sql("PRAGMA query_only = OFF")
+            await (await _aiosqlite_connection(conn)).set_progress_handler(None, 0)
+        except Exception:
+            log.warning("could not reset a SQLite connection after a report query; discarding it", exc_info=True)
+            await conn.invalidate()
+
+
+async def _aiosqlite_connection(conn: AsyncConnection) -> Any:
+    return (await conn.get_raw_connection()).driver_connection
+
+
+def guard_for(dialect_name: str) -> QueryGuard:
+    return PostgresGuard() if dialect_name == "postgresql" else SqliteGuard()
+
+
+@contextmanager
+def query_errors() -> Iterator[None]:
+    """Translate errors of a report query: timeout -> ReportTimedOut, write attempt or any other database
+    error -> ReportQueryFailed with the database's one-line message, connection problem -> StorageUnavailable."""
+    try:
+        yield
+    except Exception as exc:
+        translated = _translate(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translate(exc: Exception) -> Exception | None:
+    if is_unavailable(exc):
+        return StorageUnavailable(f"the reporting database is unavailable ({describe(exc)})")
+    code = _code(exc)
+    if code is None and not isinstance(exc, sa_exc.StatementError | sa_exc.ArgumentError):
+        return None
+    if code in _TIMEOUT_CODES:
+        return ReportTimedOut("the report query ran past its time limit")
+    if code is not None and code.startswith(_WRITE_CODES):
+        return ReportQueryFailed(WRITE_ATTEMPT)
+    return ReportQueryFailed(_primary_message(exc))
+
+
+def _code(exc: Exception) -> str | None:
+    """The SQLSTATE or SQLite error name of a database error, wrapped by SQLAlchemy or not (SQLAlchemy 2.1 lets
+    some asyncpg errors of a streaming cursor through unwrapped)."""
+    driver_error = exc.orig if isinstance(exc, sa_exc.StatementError) else exc
+    if isinstance(driver_error, sqlite3.Error):
+        return driver_error.sqlite_errorname
+    code = getattr(driver_error, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def _primary_message(exc: Exception) -> str:
+    """The driver's own message, first line only: never the statement that SQLAlchemy appends to its errors."""
+    error = exc.orig if isinstance(exc, sa_exc.StatementError) and exc.orig is not None else exc
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else ""
+    lines = text.strip().splitlines()
+    return lines[0][:_MAX_MESSAGE] if lines else type(error).__name__

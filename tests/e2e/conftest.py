@@ -1,0 +1,198 @@
+"""Real `reportgen` processes on loopback: production mode (PostgreSQL + Redis, serve + worker) and embedded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import pytest
+import redis
+
+from tests.services import DATABASE_URL, REDIS_URL, require
+
+E2E_REDIS_DB = 13
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+@dataclass
+class Deployment:
+    """Processes started for a test, their environment, and an HTTP client for the API."""
+
+    base_url: str
+    env: dict[str, str]
+    tmp: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, *args: str) -> Process:
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
+            popen = subprocess.Popen(
+                [str(BIN / "reportgen"), *args], env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=self.tmp
+            )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "reportgen"), *args],
+            env=self.env,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def token(self, sub: str, *roles: str) -> str:
+        result = self.run("token", "--sub", sub, *(arg for role in roles for arg in ("--role", role)))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                assert process.popen.poll() is None, f"{process.name} exited:\n{process.output()}"
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {p.name}\n{p.output()}" for p in self.processes)
+        raise AssertionError(f"not ready after {timeout} s\n{logs}")
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def wait_for_status(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        if body["status"] in statuses or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(DATABASE_URL.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_database_url() -> Iterator[str]:
+    require("PostgreSQL", DATABASE_URL)
+    name = f"reportgen_e2e_{secrets.token_hex(4)}"
+    asyncio.run(_admin(f"CREATE DATABASE {name}"))
+    parts = urlsplit(DATABASE_URL)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def e2e_redis_url() -> Iterator[str]:
+    require("Redis", REDIS_URL)
+    url = f"{REDIS_URL.rstrip('/')}/{E2E_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def _base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPORTGEN_")}
+    env.update(
+        {
+            "REPORTGEN_VAR_DIR": str(tmp / "var"),
+            "REPORTGEN_ARTIFACT_DIR": str(tmp / "artifacts"),
+            "REPORTGEN_LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def production(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Iterator[Deployment]:
+    """`reportgen migrate`, then `reportgen serve` and `reportgen worker` against PostgreSQL and Redis."""
+    port = free_port()
+    env = _base_env(tmp_path) | {
+        "REPORTGEN_DATABASE_URL": e2e_database_url,
+        "REPORTGEN_REDIS_URL": e2e_redis_url,
+        "REPORTGEN_JWT_SECRET": secrets.token_urlsafe(40),
+        "REPORTGEN_JWT_ISSUER": "reportgen-e2e",
+        "REPORTGEN_JWT_AUDIENCE": "reportgen-clients",
+        "REPORTGEN_REPORT_TIMEOUT_SECONDS": "5",
+        "REPORTGEN_POLL_AFTER_SECONDS": "1",
+    }
+    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp_path)
+    migrated = deployment.run("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    deployment.start("api", "serve", "--port", str(port))
+    deployment.start("worker", "worker")
+    try:
+        deployment.wait_ready()
+        yield deployment
+    finally:
+        deployment.stop_all()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[Deployment, Process]]:
+    """`reportgen serve` alone, as `make run` starts it: SQLite under var/, in-process worker, demo reports."""
+    port = free_port()
+    deployment = Deployment(f"http://127.0.0.1:{port}", _base_env(tmp_path), tmp_path)
+    process = deployment.start("embedded", "serve", "--port", str(port))
+    try:
+        deployment.wait_ready(timeout=60)
+        yield deployment, process
+    finally:
+        deployment.stop_all()

@@ -1,0 +1,58 @@
+"""`reportgen serve` alone, as a new user meets it after `make run`: SQLite, in-process worker, demo reports."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import Deployment, Process, wait_for_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def printed_token(process: Process) -> str:
+    deadline = time.monotonic() + 10
+    while not (match := re.search(r"Bearer (eyJ[\w.-]+)", process.output())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert match, process.output()
+    return match.group(1)
+
+
+def test_printed_token_and_curl_flow_produce_the_demo_report(embedded: tuple[Deployment, Process]) -> None:
+    deployment, process = embedded
+    banner = process.output()
+    assert "curl" in banner
+    with deployment.client(printed_token(process)) as client:
+        reports = client.get("/api/v1/reports").json()
+        assert len(reports) >= 2
+        summary = next(r for r in reports if r["name"] == "Sales by region")
+        job = client.post(
+            f"/api/v1/reports/{summary['id']}/generate", json={"parameters": {"region": "EU"}, "format": "csv"}
+        ).json()
+        status = wait_for_status(client, job["jobId"], {"Succeeded", "Failed"})
+        assert status["status"] == "Succeeded", status
+        lines = client.get(job["resultUrl"]).text.splitlines()
+        assert lines[0] == "region,product,orders,units,revenue"
+        assert len(lines) > 1
+        assert all(line.startswith("EU,") for line in lines[1:])
+
+
+def test_email_report_is_refused_and_the_slow_demo_report_reports_progress(
+    embedded: tuple[Deployment, Process],
+) -> None:
+    deployment, process = embedded
+    with deployment.client(printed_token(process)) as client:
+        reports = {r["name"]: r["id"] for r in client.get("/api/v1/reports").json()}
+        refused = client.post(f"/api/v1/reports/{reports['Weekly email digest']}/generate")
+        assert refused.status_code == 409
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        job = client.post(f"/api/v1/reports/{reports['Order lines export']}/generate").json()
+        running = wait_for_status(client, job["jobId"], {"Running", "Succeeded", "Failed"})
+        seen = [running["progress"]]
+        while (status := client.get(job["statusUrl"]).json())["status"] == "Running":
+            seen.append(status["progress"])
+            time.sleep(0.2)
+        assert status["status"] == "Succeeded", status
+        assert seen == sorted(seen)

@@ -1,0 +1,129 @@
+"""The seed flow through real processes: `reportgen serve` + `reportgen worker` on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Deployment, wait_for_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+SERIES = {
+    "name": "Series",
+    "description": "n and its square, up to a limit",
+    "query": "SELECT n, n * n AS square, 'row ' || n AS label FROM generate_series(1, :upto) AS n ORDER BY n",
+    "parameters": [{"name": "upto", "type": "integer", "required": False, "default": 5}],
+    "formats": ["csv", "json"],
+    "deliveryTarget": "API_RESPONSE",
+    "asyncEnabled": True,
+}
+
+
+def create_report(deployment: Deployment, definition: dict[str, Any]) -> str:
+    with deployment.client(deployment.token("admin-1", "admin")) as admin:
+        response = admin.post("/api/v1/reports", json=definition)
+    assert response.status_code == 201, response.text
+    report_id: str = response.json()["id"]
+    return report_id
+
+
+def generate(client: httpx.Client, report_id: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    response = client.post(f"/api/v1/reports/{report_id}/generate", json=body)
+    assert response.status_code == 202, response.text
+    return response
+
+
+def test_report_is_accepted_polled_and_downloaded_in_both_formats(production: Deployment) -> None:
+    report_id = create_report(production, SERIES)
+    with production.client(production.token("alice")) as alice:
+        accepted = generate(alice, report_id, {"parameters": {"upto": 3}, "format": "csv"})
+        body = accepted.json()
+        assert accepted.headers["Location"] == body["statusUrl"]
+        assert body["statusUrl"].startswith(production.base_url)
+        assert int(accepted.headers["Retry-After"]) >= 1
+        status = wait_for_status(alice, body["jobId"], {"Succeeded", "Failed"})
+        assert (status["status"], status["progress"], status["attempts"]) == ("Succeeded", 100, 1)
+
+        result = alice.get(body["resultUrl"])
+        assert result.status_code == 200
+        assert result.headers["content-type"].startswith("text/csv")
+        assert "attachment" in result.headers["content-disposition"]
+        assert list(csv.reader(io.StringIO(result.text))) == [
+            ["n", "square", "label"],
+            ["1", "1", "row 1"],
+            ["2", "4", "row 2"],
+            ["3", "9", "row 3"],
+        ]
+
+        as_json = generate(alice, report_id, {"format": "json"}).json()
+        wait_for_status(alice, as_json["jobId"], {"Succeeded", "Failed"})
+        rows = alice.get(as_json["resultUrl"]).json()
+        assert rows[-1] == {"n": 5, "square": 25, "label": "row 5"}
+
+    with production.client(production.token("mallory")) as mallory:
+        assert mallory.get(body["statusUrl"]).status_code == 404
+        assert mallory.get(body["resultUrl"]).status_code == 404
+
+
+def test_request_id_of_the_generate_call_appears_in_the_worker_log(production: Deployment) -> None:
+    report_id = create_report(production, SERIES)
+    with production.client(production.token("alice")) as alice:
+        response = alice.post(f"/api/v1/reports/{report_id}/generate", headers={"X-Request-ID": "trace-e2e-42"})
+        assert response.headers["X-Request-ID"] == "trace-e2e-42"
+        wait_for_status(alice, response.json()["jobId"], {"Succeeded"})
+    worker_log = next(p for p in production.processes if p.name == "worker").output()
+    lines = [json.loads(line) for line in worker_log.splitlines() if "trace-e2e-42" in line]
+    assert any(line.get("job_id") == response.json()["jobId"] for line in lines), worker_log[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("SELECT 1 / (n - n) AS boom FROM generate_series(1, 3) AS n", "REPORT_QUERY_FAILED"),
+        ("SELECT pg_sleep(30)::text AS never", "REPORT_TIMEOUT"),
+        ("WITH gone AS (DELETE FROM reports RETURNING id) SELECT id FROM gone", "REPORT_QUERY_FAILED"),
+    ],
+    ids=["division-by-zero", "timeout", "write-attempt"],
+)
+def test_failing_report_ends_failed_with_a_code_and_has_no_result(
+    production: Deployment, query: str, code: str
+) -> None:
+    report_id = create_report(production, {**SERIES, "query": query, "parameters": []})
+    with production.client(production.token("alice")) as alice:
+        job = generate(alice, report_id).json()
+        status = wait_for_status(alice, job["jobId"], {"Succeeded", "Failed"})
+        assert status["status"] == "Failed"
+        assert status["error"]["code"] == code
+        assert "Traceback" not in status["error"]["message"]
+        result = alice.get(job["resultUrl"])
+        assert result.status_code == 409
+        assert result.json()["jobStatus"] == "Failed"
+        assert alice.get(f"/api/v1/reports/{report_id}").status_code == 200, "a report query changed nothing"
+
+
+def test_slow_report_is_seen_running_with_rising_progress(production: Deployment) -> None:
+    slow = {
+        **SERIES,
+        "query": "SELECT n, pg_sleep(0.001)::text AS pause FROM generate_series(1, 3000) AS n",
+        "parameters": [],
+    }
+    report_id = create_report(production, slow)
+    with production.client(production.token("alice")) as alice:
+        job = generate(alice, report_id).json()
+        running = wait_for_status(alice, job["jobId"], {"Running"}, timeout=10)
+        assert running["status"] == "Running"
+        assert running["startedAt"] is not None
+        assert alice.get(job["statusUrl"]).headers.get("Retry-After")
+        seen = [running["progress"]]
+        while (status := alice.get(job["statusUrl"]).json())["status"] == "Running":
+            seen.append(status["progress"])
+        assert status["status"] == "Succeeded"
+        assert seen == sorted(seen), "progress never decreases"
+        assert max(seen) > 0, "progress was reported while running"
+        assert len(alice.get(job["resultUrl"]).text.splitlines()) == 3001

@@ -1,0 +1,91 @@
+"""Builders and helpers shared by the persistence integration tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.jobs import JobExecutionLog
+from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+
+T = TypeVar("T")
+
+
+def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking setup (which may call asyncio.run) off the thread that pytest-asyncio's loops live on."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
+def run_async(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return in_thread(lambda: asyncio.run(coroutine()))
+
+
+T0 = datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=UTC)
+
+
+def fields(entity: object) -> dict[str, Any]:
+    return {f.name: getattr(entity, f.name) for f in dataclasses.fields(entity)}  # type: ignore[arg-type]
+
+
+def a_report(name: str = "Sales", **changes: Any) -> ReportConfiguration:
+    report = ReportConfiguration(
+        id=uuid4(),
+        name=name,
+        description="Revenue per region",
+        query="SELECT region FROM sales WHERE (:region IS NULL OR region = :region) AND day >= :since",
+        parameters=(
+            ReportParameter("region", ParameterType.STRING),
+            ReportParameter("since", ParameterType.DATE, required=True, default="2026-01-01"),
+            ReportParameter("top", ParameterType.INTEGER, default=10),
+            ReportParameter("ratio", ParameterType.NUMBER, default=0.5),
+            ReportParameter("exact", ParameterType.BOOLEAN, default=False),
+        ),
+        formats=("json", "csv"),
+        created_at=T0,
+        updated_at=T0,
+    )
+    return report.with_changes(**changes)
+
+
+def a_job(report: ReportConfiguration, *, created_at: datetime = T0, **changes: Any) -> JobExecutionLog:
+    job = JobExecutionLog(
+        id=uuid4(),
+        report_id=report.id,
+        owner_id="user-1",
+        report_name=report.name,
+        query=report.query,
+        format="csv",
+        parameters={"region": None, "since": "2026-01-01", "top": 10, "ratio": 0.5, "exact": True},
+        parameter_types={p.name: p.type for p in report.parameters},
+        created_at=created_at,
+        request_id="req-1",
+    )
+    for name, value in changes.items():
+        setattr(job, name, value)
+    return job
+
+
+async def store(engine: AsyncEngine, *entities: ReportConfiguration | JobExecutionLog) -> None:
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        for entity in entities:
+            if isinstance(entity, ReportConfiguration):
+                await uow.reports.add(entity)
+            else:
+                await uow.jobs.add(entity)
+        await uow.commit()
+
+
+async def load_job(engine: AsyncEngine, job: JobExecutionLog) -> JobExecutionLog:
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        loaded = await uow.jobs.get(job.id)
+    assert loaded is not None
+    return loaded

@@ -1,0 +1,160 @@
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from application.errors import ArtifactMissing
+from infrastructure.artifacts import FileSystemArtifactStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileSystemArtifactStore:
+    return FileSystemArtifactStore(tmp_path / "artifacts", flush_bytes=64 * 1024, read_chunk_bytes=100_000)
+
+
+async def read_all(store: FileSystemArtifactStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in store.read(key)])
+
+
+def temp_files(tmp_path: Path) -> list[Path]:
+    temp_dir = tmp_path / "artifacts" / ".tmp"
+    return list(temp_dir.iterdir()) if temp_dir.exists() else []
+
+
+async def test_round_trip_reports_size_and_sha256(store: FileSystemArtifactStore, tmp_path: Path) -> None:
+    chunks = [os.urandom(size) for size in (1, 70_000, 0, 300_000, 5)]
+    payload = b"".join(chunks)
+
+    async with store.create("job-1/attempt-1.csv") as sink:
+        for chunk in chunks:
+            await sink.write(chunk)
+
+    assert (sink.size, sink.sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert await read_all(store, "job-1/attempt-1.csv") == payload
+    assert await store.exists("job-1/attempt-1.csv")
+    assert (tmp_path / "artifacts" / "job-1" / "attempt-1.csv").read_bytes() == payload
+    assert temp_files(tmp_path) == []
+
+
+async def test_reads_come_in_bounded_chunks(store: FileSystemArtifactStore) -> None:
+    async with store.create("big.bin") as sink:
+        await sink.write(b"x" * 250_000)
+
+    sizes = [len(chunk) async for chunk in store.read("big.bin")]
+
+    assert sizes == [100_000, 100_000, 50_000]
+
+
+async def test_an_empty_artifact_is_published(store: FileSystemArtifactStore) -> None:
+    async with store.create("empty.csv") as sink:
+        pass
+
+    assert sink.size == 0
+    assert await store.exists("empty.csv")
+    assert await read_all(store, "empty.csv") == b""
+
+
+async def test_nothing_is_published_when_the_block_raises(store: FileSystemArtifactStore, tmp_path: Path) -> None:
+    async def write_then_fail() -> None:
+        async with store.create("job-2/attempt-1.csv") as sink:
+            await sink.write(b"a" * 200_000)  # some of it already flushed to the temp file
+            raise RuntimeError("query failed")
+
+    with pytest.raises(RuntimeError, match="query failed"):
+        await write_then_fail()
+
+    assert not await store.exists("job-2/attempt-1.csv")
+    assert temp_files(tmp_path) == []
+    with pytest.raises(ArtifactMissing):
+        await read_all(store, "job-2/attempt-1.csv")
+
+
+async def test_a_cancelled_writer_publishes_nothing(store: FileSystemArtifactStore, tmp_path: Path) -> None:
+    started = asyncio.Event()
+
+    async def writer() -> None:
+        async with store.create("job-3/attempt-1.csv") as sink:
+            await sink.write(b"partial")
+            started.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(writer())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert not await store.exists("job-3/attempt-1.csv")
+    assert temp_files(tmp_path) == []
+
+
+async def test_concurrent_writers_of_different_keys_do_not_mix(store: FileSystemArtifactStore) -> None:
+    async def write(index: int) -> None:
+        async with store.create(f"job-{index}/attempt-1.json") as sink:
+            for _ in range(20):
+                await sink.write(bytes([index]) * 10_000)
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(write(index) for index in range(8)))
+
+    for index in range(8):
+        assert await read_all(store, f"job-{index}/attempt-1.json") == bytes([index]) * 200_000
+
+
+async def test_reading_a_missing_key_raises_artifact_missing(store: FileSystemArtifactStore) -> None:
+    with pytest.raises(ArtifactMissing):
+        await read_all(store, "nope/attempt-1.csv")
+    assert not await store.exists("nope/attempt-1.csv")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/etc/passwd",
+        "../outside.csv",
+        "job/../../outside.csv",
+        "job/..",
+        "..",
+        "job\\..\\outside.csv",
+        "job//attempt.csv",
+        "./job.csv",
+        ".tmp/x.part",
+        "job/attempt.csv/",
+        "nul\0byte",
+    ],
+)
+async def test_keys_that_could_leave_the_root_are_rejected(
+    store: FileSystemArtifactStore, tmp_path: Path, key: str
+) -> None:
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        store.create(key)
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        await read_all(store, key)
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        await store.exists(key)
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        await store.delete(key)
+    assert not (tmp_path / "outside.csv").exists()
+
+
+async def test_delete_is_idempotent_and_removes_the_emptied_directory(
+    store: FileSystemArtifactStore, tmp_path: Path
+) -> None:
+    for attempt in (1, 2):
+        async with store.create(f"job-9/attempt-{attempt}.csv") as sink:
+            await sink.write(b"data")
+
+    await store.delete("job-9/attempt-1.csv")
+    assert (tmp_path / "artifacts" / "job-9").is_dir()  # attempt 2 is still there
+    await store.delete("job-9/attempt-2.csv")
+    await store.delete("job-9/attempt-2.csv")
+    await store.delete("never-existed/attempt-1.csv")
+
+    assert not await store.exists("job-9/attempt-2.csv")
+    assert not (tmp_path / "artifacts" / "job-9").exists()
+    assert (tmp_path / "artifacts").is_dir()

@@ -1,0 +1,189 @@
+"""The report data source on PostgreSQL and SQLite: streaming, typed bindings, read-only, timeouts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.ports import Row
+from domain.reports import Binding, ParameterType
+from infrastructure.persistence.data_source import SqlReportDataSource
+from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.query_guards import WRITE_ATTEMPT
+from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from tests.integration.persistence_helpers import a_report, store
+
+pytestmark = pytest.mark.integration
+
+NUMBERS = (
+    "WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM numbers WHERE n < :last)\n"
+    "SELECT n, n * 2 AS doubled FROM numbers"
+)
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c"
+
+
+async def run(
+    engine: AsyncEngine, query: str, *bindings: Binding, limit_seconds: float = 10, batch_size: int = 1000
+) -> tuple[Sequence[str], int | None, list[Sequence[Row]]]:
+    source = SqlReportDataSource(engine, batch_size=batch_size)
+    async with source.run(query, bindings, limit_seconds) as rows:
+        return rows.columns, rows.estimated_rows, [batch async for batch in rows.batches()]
+
+
+async def stream(
+    received: list[int], engine: AsyncEngine, query: str, *bindings: Binding, limit_seconds: float, pause: float = 0
+) -> None:
+    """Consume a query's batches like a slow or fast writer would, recording each batch's size as it comes."""
+    async with SqlReportDataSource(engine, batch_size=100).run(query, bindings, limit_seconds) as rows:
+        async for batch in rows.batches():
+            received.append(len(batch))
+            await asyncio.sleep(pause)
+
+
+async def report_names(engine: AsyncEngine) -> list[str]:
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        return [r.name for r in await uow.reports.list()]
+
+
+async def test_streams_a_large_result_in_batches(engine: AsyncEngine) -> None:
+    columns, estimated, batches = await run(engine, NUMBERS, Binding("last", ParameterType.INTEGER, 2500))
+
+    assert list(columns) == ["n", "doubled"]
+    assert [len(b) for b in batches] == [1000, 1000, 500]
+    assert [tuple(r) for r in batches[2][-2:]] == [(2499, 4998), (2500, 5000)]
+    assert isinstance(estimated, int)
+
+
+async def test_postgresql_estimates_rows_from_the_plan(pg_engine: AsyncEngine) -> None:
+    _, estimated, _ = await run(
+        pg_engine, "SELECT n FROM generate_series(1, :last) AS n", Binding("last", ParameterType.INTEGER, 2500)
+    )
+
+    assert estimated == 2500
+
+
+async def test_sqlite_counts_rows_for_the_estimate(sqlite_engine: AsyncEngine) -> None:
+    _, estimated, _ = await run(sqlite_engine, NUMBERS + ";\n", Binding("last", ParameterType.INTEGER, 1234))
+
+    assert estimated == 1234
+
+
+async def test_binds_typed_values_and_null_optional_ones(engine: AsyncEngine) -> None:
+    query = (
+        "WITH t(region, amount) AS (VALUES ('EU', 1), ('US', 2), ('APAC', 3))\n"
+        "SELECT region, amount * :ratio AS scaled, :since AS since FROM t\n"
+        "WHERE (:region IS NULL OR region = :region) AND (:flag IS NULL OR :flag)\n"
+        "AND amount <= :top AND :since <= '2026-01-02' ORDER BY amount"
+    )
+    bindings = [
+        Binding("ratio", ParameterType.NUMBER, 2),
+        Binding("since", ParameterType.DATE, "2026-01-01"),
+        Binding("flag", ParameterType.BOOLEAN, True),
+        Binding("top", ParameterType.INTEGER, 2),
+    ]
+
+    _, _, every_region = await run(engine, query, Binding("region", ParameterType.STRING, None), *bindings)
+    _, _, only_us = await run(engine, query, Binding("region", ParameterType.STRING, "US"), *bindings)
+
+    assert [(r[0], r[1], str(r[2])) for r in every_region[0]] == [
+        ("EU", 2.0, "2026-01-01"),
+        ("US", 4.0, "2026-01-01"),
+    ]
+    assert [r[0] for r in only_us[0]] == ["US"]
+
+
+@pytest.mark.parametrize("query", ["DELETE FROM reports", "UPDATE reports SET name = 'changed'"])
+async def test_a_write_attempt_fails_and_changes_nothing(engine: AsyncEngine, query: str) -> None:
+    await store(engine, a_report("Kept"))
+
+    with pytest.raises(ReportQueryFailed) as caught:
+        await run(engine, query)
+
+    assert caught.value.message == WRITE_ATTEMPT
+    assert await report_names(engine) == ["Kept"]
+
+
+async def test_a_write_hidden_in_a_select_fails_on_postgresql(pg_engine: AsyncEngine) -> None:
+    await store(pg_engine, a_report("Kept"))
+
+    with pytest.raises(ReportQueryFailed, match="read-only"):
+        await run(pg_engine, "WITH gone AS (DELETE FROM reports RETURNING id) SELECT count(*) FROM gone")
+
+    assert await report_names(pg_engine) == ["Kept"]
+
+
+async def test_the_connection_is_writable_again_after_a_report_query(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(ReportQueryFailed):
+            await run(engine, "DELETE FROM reports")
+        await run(engine, "SELECT 1 AS one")
+        await store(engine, a_report("Written afterwards"))
+        assert "Written afterwards" in await report_names(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_division_by_zero_half_way_fails_the_query(pg_engine: AsyncEngine) -> None:
+    query = "SELECT n, 1 / (n - 150) AS boom FROM generate_series(1, 200) AS n"
+    received: list[int] = []
+
+    with pytest.raises(ReportQueryFailed) as caught:
+        await stream(received, pg_engine, query, limit_seconds=10)
+
+    assert caught.value.message == "division by zero"
+    assert received == [100]
+
+
+async def test_a_postgresql_query_past_its_time_limit_times_out(pg_engine: AsyncEngine) -> None:
+    started = time.monotonic()
+
+    with pytest.raises(ReportTimedOut):
+        await run(pg_engine, "SELECT pg_sleep(5) AS slept", limit_seconds=0.3)
+
+    assert time.monotonic() - started < 2
+
+
+async def test_a_sqlite_query_past_its_time_limit_times_out(sqlite_engine: AsyncEngine) -> None:
+    started = time.monotonic()
+
+    with pytest.raises(ReportTimedOut):
+        await run(sqlite_engine, ENDLESS, limit_seconds=0.3)
+
+    assert time.monotonic() - started < 2
+
+
+async def test_the_sqlite_deadline_also_covers_streaming(sqlite_engine: AsyncEngine) -> None:
+    received: list[int] = []
+    last = Binding("last", ParameterType.INTEGER, 100_000)
+
+    with pytest.raises(ReportTimedOut):
+        await stream(received, sqlite_engine, NUMBERS, last, limit_seconds=0.5, pause=0.1)
+
+    assert 3 <= len(received) < 100
+
+
+async def test_an_unknown_column_fails_without_sql_text(engine: AsyncEngine) -> None:
+    with pytest.raises(ReportQueryFailed) as caught:
+        await run(
+            engine, "SELECT no_such_column FROM reports WHERE name = :name", Binding("name", ParameterType.STRING, "x")
+        )
+
+    message = caught.value.message
+    assert "no_such_column" in message
+    assert "FROM reports" not in message
+    assert "\n" not in message
+
+
+async def test_an_unreachable_database_is_storage_unavailable() -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/reportgen")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await run(engine, "SELECT 1")
+    finally:
+        await engine.dispose()

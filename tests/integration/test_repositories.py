@@ -1,0 +1,180 @@
+"""The SQL repositories on PostgreSQL and SQLite: round trips, soft delete, optimistic locking, progress."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, timedelta, timezone
+from uuid import uuid4
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.errors import ConcurrentUpdate
+from domain.jobs import ArtifactRef, JobError, JobStatus
+from domain.reports import ParameterType
+from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from tests.integration.persistence_helpers import T0, a_job, a_report, fields, load_job, store
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_report_comes_back_with_every_field(engine: AsyncEngine) -> None:
+    report = a_report(
+        delivery_target="EMAIL", async_enabled=False, created_at=T0.astimezone(timezone(timedelta(hours=2)))
+    )
+    await store(engine, report)
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        loaded = await uow.reports.get(report.id)
+
+    assert loaded is not None
+    assert fields(loaded) == fields(report)
+    assert loaded.created_at is not None
+    assert loaded.created_at.utcoffset() == timedelta(0)
+
+
+async def test_reports_are_listed_by_name_without_deleted_ones(engine: AsyncEngine) -> None:
+    b, a, gone = a_report("B"), a_report("A"), a_report("C")
+    await store(engine, b, a, gone)
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert await uow.reports.delete(gone.id)
+        await uow.commit()
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert [r.name for r in await uow.reports.list()] == ["A", "B"]
+
+
+async def test_deleting_a_report_is_soft_and_its_jobs_stay(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(report)
+    await store(engine, report, job)
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert await uow.reports.delete(report.id) is True
+        assert await uow.reports.delete(report.id) is False
+        assert await uow.reports.get(report.id) is None
+        assert await uow.reports.update(report.with_changes(name="Again")) is False
+        await uow.commit()
+
+    assert (await load_job(engine, job)).report_id == report.id
+
+
+async def test_updating_a_report_overwrites_its_definition(engine: AsyncEngine) -> None:
+    report = a_report()
+    await store(engine, report)
+    changed = report.with_changes(name="Renamed", formats=("csv",), updated_at=T0 + timedelta(hours=1))
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert await uow.reports.update(changed) is True
+        assert await uow.reports.update(a_report()) is False
+        await uow.commit()
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        loaded = await uow.reports.get(report.id)
+    assert loaded is not None
+    assert fields(loaded) == fields(changed)
+
+
+async def test_a_job_comes_back_with_every_field(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(
+        report,
+        status=JobStatus.SUCCEEDED,
+        progress=100,
+        attempts=2,
+        started_at=T0 + timedelta(seconds=1),
+        finished_at=T0 + timedelta(seconds=2),
+        error=JobError("REPORT_TIMEOUT", "first attempt timed out"),
+        artifact=ArtifactRef(f"{uuid4()}/attempt-2.csv", 5_000_000_000, "ab" * 32),
+        version=3,
+    )
+    await store(engine, report, job)
+
+    loaded = await load_job(engine, job)
+
+    assert fields(loaded) == fields(job)
+    assert all(t is not None and t.tzinfo is UTC for t in (loaded.created_at, loaded.started_at, loaded.finished_at))
+    assert isinstance(loaded.parameters["ratio"], float)
+    assert isinstance(loaded.parameter_types["since"], ParameterType)
+
+
+async def test_updating_a_job_bumps_its_version_and_refuses_a_stale_copy(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(report)
+    await store(engine, report, job)
+    stale = await load_job(engine, job)
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        job.start(T0)
+        await uow.jobs.update(job)
+        await uow.commit()
+    stale.cancel(T0)
+
+    assert job.version == 1
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        with pytest.raises(ConcurrentUpdate):
+            await uow.jobs.update(stale)
+    assert stale.version == 0
+    assert fields(await load_job(engine, job)) == fields(job)
+
+
+async def test_of_two_concurrent_claims_exactly_one_wins(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(report)
+    await store(engine, report, job)
+    both_loaded = asyncio.Barrier(2)
+
+    async def claim() -> bool:
+        async with SqlAlchemyUnitOfWork(engine) as uow:
+            mine = await uow.jobs.get(job.id)
+            assert mine is not None
+            await both_loaded.wait()
+            mine.start(T0)
+            try:
+                await uow.jobs.update(mine)
+            except ConcurrentUpdate:
+                return False
+            await uow.commit()
+            return True
+
+    outcomes = await asyncio.gather(claim(), claim())
+
+    assert sorted(outcomes) == [False, True]
+    stored = await load_job(engine, job)
+    assert (stored.status, stored.attempts, stored.version) == (JobStatus.RUNNING, 1, 1)
+
+
+async def test_progress_only_rises_and_only_while_running(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(report)
+    await store(engine, report, job)
+
+    async def save(percent: int) -> int:
+        copy = await load_job(engine, job)
+        copy.progress = percent
+        async with SqlAlchemyUnitOfWork(engine) as uow:
+            await uow.jobs.save_progress(copy)
+            await uow.commit()
+        return (await load_job(engine, job)).progress
+
+    assert await save(40) == 0  # still Queued
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        job.start(T0)
+        await uow.jobs.update(job)
+        await uow.commit()
+    assert [await save(40), await save(20), await save(60)] == [40, 40, 60]
+    assert (await load_job(engine, job)).version == 1
+
+
+async def test_unfinished_jobs_are_listed_oldest_first(engine: AsyncEngine) -> None:
+    report = a_report()
+    jobs = [a_job(report, created_at=T0 + timedelta(minutes=i)) for i in range(4)]
+    jobs[0].status, jobs[3].status = JobStatus.SUCCEEDED, JobStatus.RUNNING
+    await store(engine, report, *reversed(jobs))
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        unfinished = await uow.jobs.list_unfinished(limit=10)
+        first = await uow.jobs.list_unfinished(limit=1)
+
+    assert [j.id for j in unfinished] == [jobs[1].id, jobs[2].id, jobs[3].id]
+    assert [j.id for j in first] == [jobs[1].id]

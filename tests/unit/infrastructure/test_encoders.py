@@ -1,0 +1,154 @@
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+
+from application.ports import Row, RowEncoder
+from infrastructure.encoders import ENCODERS, CsvEncoder, JsonEncoder
+
+
+def encode_all(encoder: RowEncoder, columns: Sequence[str], *batches: Sequence[Row]) -> bytes:
+    return encoder.begin(columns) + b"".join(encoder.encode(batch) for batch in batches) + encoder.end()
+
+
+def parse_csv(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def test_registry_maps_each_format_to_its_encoder() -> None:
+    assert {"csv": CsvEncoder, "json": JsonEncoder} == ENCODERS
+
+
+def test_csv_has_a_header_row_and_crlf_line_ends() -> None:
+    data = encode_all(CsvEncoder(), ["id", "name"], [(1, "a"), (2, "b")])
+
+    assert data == b"id,name\r\n1,a\r\n2,b\r\n"
+
+
+def test_csv_quotes_commas_quotes_and_newlines_and_reads_back_unchanged() -> None:
+    values = ["a,b", 'say "hi"', "two\nlines", "cr\ronly", " padded ", "plain"]
+
+    data = encode_all(CsvEncoder(), ["v"], [(v,) for v in values])
+
+    assert b'"a,b"' in data
+    assert b'"say ""hi"""' in data
+    assert b'"two\nlines"' in data
+    assert parse_csv(data) == [["v"], *([v] for v in values)]
+
+
+def test_csv_writes_none_as_an_empty_field_and_booleans_in_lower_case() -> None:
+    data = encode_all(CsvEncoder(), ["a", "b", "c"], [(None, True, False), ("x", None, True)])
+
+    assert data == b"a,b,c\r\n,true,false\r\nx,,true\r\n"
+
+
+def test_csv_writes_dates_and_times_in_iso_8601() -> None:
+    row = (
+        date(2026, 1, 2),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 600000),  # noqa: DTZ001 - SQL timestamps without time zone are naive
+        time(7, 8, 9),
+        None,
+    )
+
+    [_, line] = parse_csv(encode_all(CsvEncoder(), ["d", "dt", "naive", "t", "none"], [row]))
+
+    assert line == ["2026-01-02", "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.600000", "07:08:09", ""]
+
+
+def test_csv_writes_decimals_exactly_and_never_in_exponent_notation() -> None:
+    rows = [(Decimal("0.00000000"),), (Decimal("1E+2"),), (Decimal("-12345678901234567890.123456789"),), (None,)]
+
+    lines = parse_csv(encode_all(CsvEncoder(), ["amount"], rows))
+
+    assert lines[1:] == [["0.00000000"], ["100"], ["-12345678901234567890.123456789"], [""]]
+
+
+def test_csv_converts_columns_of_mixed_types_value_by_value() -> None:
+    rows = [(1, True), (Decimal("1.5"), "x"), (date(2026, 1, 1), None), (UUID(int=1), timedelta(days=1))]
+
+    lines = parse_csv(encode_all(CsvEncoder(), ["a", "b"], rows))
+
+    assert lines[1:] == [
+        ["1", "true"],
+        ["1.5", "x"],
+        ["2026-01-01", ""],
+        ["00000000-0000-0000-0000-000000000001", "P1D"],
+    ]
+
+
+def test_csv_is_utf8_and_keeps_unicode() -> None:
+    data = encode_all(CsvEncoder(), ["città"], [("Zürich ✓ 東京",)])
+
+    assert data.decode("utf-8") == "città\r\nZürich ✓ 東京\r\n"
+    assert not data.startswith(b"\xef\xbb\xbf")
+
+
+def test_csv_batches_concatenate_into_one_document() -> None:
+    encoder = CsvEncoder()
+    data = encode_all(encoder, ["n"], [(1,), (2,)], [], [(3,)])
+
+    assert parse_csv(data) == [["n"], ["1"], ["2"], ["3"]]
+
+
+@pytest.mark.parametrize("batches", [[], [[]], [[], []]])
+def test_json_with_no_rows_is_an_empty_array(batches: list[list[Row]]) -> None:
+    assert json.loads(encode_all(JsonEncoder(), ["a"], *batches)) == []
+
+
+def test_json_with_one_row_is_an_array_of_one_object() -> None:
+    assert json.loads(encode_all(JsonEncoder(), ["a", "b"], [(1, "x")])) == [{"a": 1, "b": "x"}]
+
+
+def test_json_rows_across_several_batches_form_one_valid_array() -> None:
+    batches = [[(i, f"row {i}") for i in range(start, start + 3)] for start in (0, 3, 6)]
+
+    data = encode_all(JsonEncoder(), ["n", "label"], batches[0], [], batches[1], batches[2])
+
+    assert json.loads(data) == [{"n": i, "label": f"row {i}"} for i in range(9)]
+
+
+def test_json_writes_decimals_as_numbers_and_dates_uuids_as_strings() -> None:
+    row = (Decimal("12.50"), date(2026, 1, 2), datetime(2026, 1, 2, 3, 4, tzinfo=UTC), UUID(int=1), None, True)
+
+    [obj] = json.loads(encode_all(JsonEncoder(), ["d", "day", "at", "id", "none", "flag"], [row]), parse_float=Decimal)
+
+    assert obj == {
+        "d": Decimal("12.50"),
+        "day": "2026-01-02",
+        "at": "2026-01-02T03:04:00Z",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "none": None,
+        "flag": True,
+    }
+
+
+def test_json_turns_non_finite_decimals_into_null_so_the_document_stays_valid() -> None:
+    rows = [(Decimal("NaN"), "NaN is fine in a string"), (Decimal("Infinity"), "x"), (Decimal("1"), "y")]
+
+    data = encode_all(JsonEncoder(), ["d", "s"], rows)
+
+    assert json.loads(data) == [{"d": None, "s": "NaN is fine in a string"}, {"d": None, "s": "x"}, {"d": 1, "s": "y"}]
+
+
+def test_json_escapes_quotes_newlines_and_keeps_unicode() -> None:
+    text = 'line "one"\nline two ✓'
+
+    assert json.loads(encode_all(JsonEncoder(), ["t"], [(text,)])) == [{"t": text}]
+
+
+def test_json_keys_stay_unique_when_column_names_repeat() -> None:
+    data = encode_all(JsonEncoder(), ["n", "n", "n"], [(1, 2, 3)])
+
+    assert json.loads(data) == [{"n": 1, "n_2": 2, "n_3": 3}]
+
+
+def test_json_accepts_column_names_that_are_not_identifiers() -> None:
+    data = encode_all(JsonEncoder(), ["order count", "?column?", ""], [(1, 2, 3)])
+
+    assert json.loads(data) == [{"order count": 1, "?column?": 2, "": 3}]
