@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -46,6 +46,10 @@ class RunResult:
     outcome: Outcome
     retry_in_seconds: float = 0.0
     attempt: int = 0
+
+
+JobHandler = Callable[[UUID], Awaitable[RunResult]]
+"""What a queue calls with each delivered job id: RunReportJob.execute, or a wrapper of it."""
 
 
 def _context(job: JobExecutionLog) -> dict[str, object]:

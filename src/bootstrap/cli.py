@@ -76,12 +76,15 @@ def _demo_report() -> str:
 
 
 async def _seed_demo(settings: Settings) -> None:
+    from prometheus_client import CollectorRegistry
+
     from bootstrap.container import open_container
     from infrastructure.demo import seed_demo
 
     if not settings.seeds_demo:
         return
-    async with open_container(settings) as container:
+    # A registry of its own: this short-lived container must not claim the process's metric names.
+    async with open_container(settings, registry=CollectorRegistry()) as container:
         await seed_demo(container.reporting_engine, container.unit_of_work)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from arq.connections import ArqRedis
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.initiate_report_job import InitiateAsynchronousReportJob
@@ -18,11 +19,12 @@ from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import JobQueue, UnitOfWork
 from application.recover_jobs import RecoverUnfinishedJobs
-from application.run_report_job import RunPolicy, RunReportJob
+from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.encoders import ENCODERS
 from infrastructure.inprocess import InProcessJobQueue
+from infrastructure.observability import JobMetrics
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_reader import SqlAlchemyJobReader
@@ -43,7 +45,8 @@ class Container:
     reporting_engine: AsyncEngine
     queue: JobQueue
     redis: ArqRedis | None
-    run_report_job: RunReportJob
+    run_job: JobHandler
+    """RunReportJob.execute, instrumented: what a queue calls with each delivered job id."""
     initiate: InitiateAsynchronousReportJob
     get_status: GetJobStatus
     get_result: GetJobResult
@@ -109,8 +112,9 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
     policy = RunPolicy(timeout_seconds=settings.report_timeout_seconds, max_attempts=settings.max_attempts)
     run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, clock, policy)
+    handler = JobMetrics(overrides.get("registry", REGISTRY)).instrument(run.execute)
     queue: JobQueue = overrides.get("queue") or (
-        InProcessJobQueue(run.execute, concurrency=settings.worker_concurrency)
+        InProcessJobQueue(handler, concurrency=settings.worker_concurrency)
         if redis is None
         else ArqJobQueue(redis, settings.queue_name)
     )
@@ -121,7 +125,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         reporting_engine=reporting,
         queue=queue,
         redis=redis,
-        run_report_job=run,
+        run_job=handler,
         initiate=InitiateAsynchronousReportJob(uow, queue, clock),
         get_status=GetJobStatus(reader),
         get_result=GetJobResult(reader, artifacts),

@@ -29,25 +29,26 @@ def with_dev_secret(settings: Settings) -> Settings:
 
 def banner(settings: Settings, base_url: str, token: str, report_id: str) -> str:
     """What `reportgen serve` prints at start in embedded mode: where it runs, a token, and curl commands."""
-    auth = shlex.quote(f"Authorization: Bearer {token}")
+    auth = '-H "Authorization: Bearer $TOKEN"'
     body = shlex.quote('{"parameters": {"region": "EU"}, "format": "csv"}')
     return "\n".join(
         [
             "",
             f"reportgen is running in embedded mode at {base_url}",
-            f"  database: {settings.effective_database_url}   artifacts: {settings.artifact_dir.resolve()}",
+            f"  database: {settings.effective_database_url}",
+            f"  artifacts: {settings.artifact_dir.resolve()}",
             f"  API docs: {base_url}/schema    metrics: {base_url}/metrics",
             "",
-            f"A development token (user '{DEV_USER}', role admin, valid 24 h):",
-            f"  {token}",
+            f"Try it in another terminal (a development token: user '{DEV_USER}', role admin, valid 24 h):",
             "",
-            "Try it (paste into another terminal):",
-            f"  JOB=$(curl -s -X POST {base_url}/api/v1/reports/{report_id}/generate -H {auth} \\",
-            f"        -H 'Content-Type: application/json' -d {body} \\",
-            "        | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"jobId\"])')",
-            f"  curl -s {base_url}/api/v1/jobs/$JOB -H {auth}",
-            f"  curl -s {base_url}/api/v1/jobs/$JOB/result -H {auth}",
-            f"  curl -s {base_url}/api/v1/reports -H {auth}      # all demo reports",
+            f"export TOKEN={token}",
+            f"JOB=$(curl -s -X POST {base_url}/api/v1/reports/{report_id}/generate {auth} \\",
+            f"  -H 'Content-Type: application/json' -d {body} \\",
+            "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"jobId\"])')",
+            f"curl -s {base_url}/api/v1/jobs/$JOB {auth}",
+            f"curl -s {base_url}/api/v1/jobs/$JOB/result {auth}",
+            "",
+            f"All demo reports: curl -s {base_url}/api/v1/reports {auth}",
             "",
         ]
     )

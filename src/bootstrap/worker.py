@@ -7,7 +7,7 @@ from typing import Any
 
 from bootstrap.container import build_container
 from bootstrap.web import log_format
-from infrastructure.arq.jobs import worker_options
+from infrastructure.arq.jobs import RUN_REPORT_JOB, worker_options
 from infrastructure.observability import configure_logging
 from settings import Settings, SettingsError
 
@@ -21,7 +21,7 @@ def worker_settings(settings: Settings) -> type:
         configure_logging(fmt=log_format(settings), level=settings.log_level)
         container = build_container(settings)
         ctx["container"] = container
-        ctx["run_report_job"] = container.run_report_job
+        ctx[RUN_REPORT_JOB] = container.run_job
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "container" in ctx:

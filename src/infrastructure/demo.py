@@ -55,7 +55,7 @@ DEMO_REPORTS = (
             "SELECT copy.n AS copy, s.id, s.region, s.product, s.sold_on, s.quantity, s.amount\n"
             "FROM copy CROSS JOIN demo_sales AS s ORDER BY copy.n, s.id"
         ),
-        parameters=(ReportParameter("copies", ParameterType.INTEGER, default=15),),
+        parameters=(ReportParameter("copies", ParameterType.INTEGER, default=25),),
         formats=("csv", "json"),
     ),
     ReportConfiguration(

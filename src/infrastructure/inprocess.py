@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from structlog.contextvars import bound_contextvars
 
 from application.errors import QueueUnavailable, StorageUnavailable
 from application.ports import JobQueue
-from application.run_report_job import Outcome, RunResult
+from application.run_report_job import JobHandler, Outcome
 
 log = logging.getLogger(__name__)
-
-JobHandler = Callable[[UUID], Awaitable[RunResult]]
 
 
 class InProcessJobQueue(JobQueue):

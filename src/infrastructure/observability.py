@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from application.run_report_job import RunResult
+from application.run_report_job import JobHandler, RunResult
 
 
 def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
@@ -74,7 +73,7 @@ class JobMetrics:
             buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
         )
 
-    def instrument(self, run: Callable[[UUID], Awaitable[RunResult]]) -> Callable[[UUID], Awaitable[RunResult]]:
+    def instrument(self, run: JobHandler) -> JobHandler:
         """Wrap a job handler so that each delivery is counted by its outcome and timed."""
 
         async def instrumented(job_id: UUID) -> RunResult:

@@ -37,6 +37,9 @@ def test_printed_token_and_curl_flow_produce_the_demo_report(embedded: tuple[Dep
         assert lines[0] == "region,product,orders,units,revenue"
         assert len(lines) > 1
         assert all(line.startswith("EU,") for line in lines[1:])
+        metrics = client.get("/metrics").text
+        assert 'reportgen_job_runs_total{outcome="succeeded"}' in metrics, "the embedded worker's jobs are counted"
+        assert "reportgen_jobs_submitted_total" in metrics
 
 
 def test_email_report_is_refused_and_the_slow_demo_report_reports_progress(

@@ -173,7 +173,9 @@ async def initiate(db: FakeDatabase, queue: ArqJobQueue, report: ReportConfigura
 
 async def run_burst_worker(redis: ArqRedis, use_case: RunReportJob) -> Worker:
     options = worker_options(max_jobs=4, job_timeout_seconds=10, max_tries=5, queue_name=QUEUE)
-    worker = Worker(**options, redis_pool=redis, burst=True, handle_signals=False, ctx={RUN_REPORT_JOB: use_case})
+    worker = Worker(
+        **options, redis_pool=redis, burst=True, handle_signals=False, ctx={RUN_REPORT_JOB: use_case.execute}
+    )
     async with asyncio.timeout(10):
         await worker.main()
     return worker
@@ -237,7 +239,7 @@ async def test_job_function_binds_the_job_id_to_the_log_context_while_it_runs() 
     job_id = str(uuid4())
     use_case = RecordingUseCase(Outcome.SUCCEEDED)
 
-    assert await run_report_job({RUN_REPORT_JOB: use_case, "job_try": 1}, job_id) == "succeeded"
+    assert await run_report_job({RUN_REPORT_JOB: use_case.execute, "job_try": 1}, job_id) == "succeeded"
 
     assert use_case.log_context == {"job_id": job_id}
     assert "job_id" not in get_contextvars()
@@ -245,7 +247,7 @@ async def test_job_function_binds_the_job_id_to_the_log_context_while_it_runs() 
 
 async def test_job_function_turns_a_retry_outcome_into_an_arq_retry_with_its_delay() -> None:
     with pytest.raises(Retry) as raised:
-        await run_report_job({RUN_REPORT_JOB: RecordingUseCase(Outcome.RETRY), "job_try": 1}, str(uuid4()))
+        await run_report_job({RUN_REPORT_JOB: RecordingUseCase(Outcome.RETRY).execute, "job_try": 1}, str(uuid4()))
 
     assert raised.value.defer_score == 2500
 
@@ -254,6 +256,6 @@ async def test_database_down_at_claim_becomes_a_retry_with_backoff(db: FakeDatab
     db.unavailable = True
 
     with pytest.raises(Retry) as raised:
-        await run_report_job({RUN_REPORT_JOB: use_case, "job_try": 3}, str(uuid4()))
+        await run_report_job({RUN_REPORT_JOB: use_case.execute, "job_try": 3}, str(uuid4()))
 
     assert raised.value.defer_score == 4000

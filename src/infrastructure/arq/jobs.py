@@ -14,10 +14,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.contextvars import bound_contextvars
 
 from application.errors import StorageUnavailable
-from application.run_report_job import Outcome, RunReportJob
+from application.run_report_job import JobHandler, Outcome
 
 RUN_REPORT_JOB = "run_report_job"
-"""The ctx key under which on_startup must put the RunReportJob use case."""
+"""The ctx key under which on_startup must put the job handler (RunReportJob.execute, perhaps instrumented)."""
 
 STORAGE_RETRY_BASE_SECONDS = 1.0
 STORAGE_RETRY_MAX_SECONDS = 60.0
@@ -30,10 +30,10 @@ def storage_retry_delay(job_try: int) -> float:
 
 async def run_report_job(ctx: dict[str, Any], job_id: str) -> str:
     """Run one job; a transient failure becomes arq's Retry, every other outcome is already in the job row."""
-    use_case: RunReportJob = ctx[RUN_REPORT_JOB]
+    handler: JobHandler = ctx[RUN_REPORT_JOB]
     with bound_contextvars(job_id=job_id):
         try:
-            result = await use_case.execute(UUID(job_id))
+            result = await handler(UUID(job_id))
         except StorageUnavailable:
             raise Retry(defer=storage_retry_delay(ctx.get("job_try", 1))) from None
         if result.outcome is Outcome.RETRY:
