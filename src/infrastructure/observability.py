@@ -51,6 +51,10 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The arq CLI installs a plain-text handler of its own; one format per process is what operators parse.
+    arq_logger = logging.getLogger("arq")
+    arq_logger.handlers.clear()
+    arq_logger.propagate = True
     for noisy in ("asyncio", "aiosqlite", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

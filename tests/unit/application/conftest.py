@@ -1,8 +1,9 @@
 from collections.abc import Callable
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
+from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
 
@@ -38,3 +39,12 @@ def report(db: FakeDatabase) -> ReportConfiguration:
     )
     db.reports[report.id] = report
     return report
+
+
+@pytest.fixture
+async def job_id(
+    uow: Callable[[], FakeUnitOfWork], queue: FakeJobQueue, clock: FakeClock, report: ReportConfiguration
+) -> UUID:
+    """A job of `report`, accepted for user alice and still Queued."""
+    initiate = InitiateAsynchronousReportJob(uow, queue, clock)
+    return (await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))).job_id

@@ -1,25 +1,12 @@
-from collections.abc import Callable
 from uuid import UUID, uuid4
 
 import pytest
 
 from application.errors import ArtifactMissing
-from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from application.job_queries import GetJobResult, GetJobStatus, JobQuery
 from domain.errors import JobNotFound, ResultNotReady
 from domain.jobs import ArtifactRef, JobStatus
-from domain.reports import ReportConfiguration
-from tests.fakes import FakeArtifactStore, FakeClock, FakeDatabase, FakeJobQueue, FakeJobReader, FakeUnitOfWork
-
-
-@pytest.fixture
-async def job_id(
-    uow: Callable[[], FakeUnitOfWork], queue: FakeJobQueue, clock: FakeClock, report: ReportConfiguration
-) -> UUID:
-    initiated = await InitiateAsynchronousReportJob(uow, queue, clock).execute(
-        InitiateReportJob(report_id=report.id, user_id="alice")
-    )
-    return initiated.job_id
+from tests.fakes import FakeArtifactStore, FakeClock, FakeDatabase, FakeJobReader
 
 
 async def test_owner_sees_status(db: FakeDatabase, job_id: UUID) -> None:

@@ -4,15 +4,12 @@ from uuid import UUID
 import pytest
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
-from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, estimate_progress
 from domain.jobs import ErrorCode, JobStatus
-from domain.reports import ReportConfiguration
 from tests.fakes import (
     FakeArtifactStore,
     FakeClock,
     FakeDatabase,
-    FakeJobQueue,
     FakeReportDataSource,
     FakeUnitOfWork,
     LinesEncoder,
@@ -45,16 +42,6 @@ def run(
     uow: Callable[[], FakeUnitOfWork], source: FakeReportDataSource, store: FakeArtifactStore, clock: FakeClock
 ) -> RunReportJob:
     return RunReportJob(uow, source, store, {"csv": LinesEncoder}, clock, RunPolicy(max_attempts=2), monotonic=Ticker())
-
-
-@pytest.fixture
-async def job_id(
-    uow: Callable[[], FakeUnitOfWork], queue: FakeJobQueue, clock: FakeClock, report: ReportConfiguration
-) -> UUID:
-    initiated = await InitiateAsynchronousReportJob(uow, queue, clock).execute(
-        InitiateReportJob(report_id=report.id, user_id="alice")
-    )
-    return initiated.job_id
 
 
 async def test_job_runs_its_query_into_an_artifact_and_succeeds(
