@@ -24,10 +24,11 @@ from application.ports import (
     RowStream,
     UnitOfWork,
 )
-from domain.errors import ConcurrentUpdate
+from domain.errors import ConcurrentUpdate, DuplicateIdempotencyKey
+from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog, JobStatus
 from domain.reports import Binding, ReportConfiguration
-from domain.repositories import JobRepository, ReportRepository
+from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FakeDatabase:
 
     reports: dict[UUID, ReportConfiguration] = field(default_factory=dict)
     jobs: dict[UUID, JobExecutionLog] = field(default_factory=dict)
+    idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     unavailable: bool = False
     fail_commit: bool = False
@@ -105,13 +107,53 @@ class FakeJobRepository(JobRepository):
         jobs = sorted(self._db.jobs.values(), key=lambda j: j.created_at)
         return [copy.deepcopy(j) for j in jobs if not j.is_terminal][:limit]
 
-    async def save_progress(self, job: JobExecutionLog) -> None:
+    async def list_expired(self, now: datetime, limit: int) -> list[JobExecutionLog]:
+        self._db.check()
+        expired = [j for j in self._db.jobs.values() if j.result_expired(now) and j.artifact is not None]
+        return [copy.deepcopy(j) for j in sorted(expired, key=lambda j: j.expires_at or now)][:limit]
+
+    async def count_active(self, owner_id: str) -> int:
+        self._db.check()
+        merged = {**self._db.jobs, **self._pending}
+        return sum(1 for j in merged.values() if j.owner_id == owner_id and not j.is_terminal)
+
+    async def heartbeat(self, job: JobExecutionLog) -> bool:
         self._db.check()
         stored = self._pending.get(job.id) or self._db.jobs.get(job.id)
-        if stored is not None and stored.status is JobStatus.RUNNING:
-            stored = copy.deepcopy(stored)
-            stored.progress = max(stored.progress, job.progress)
-            self._pending[job.id] = stored
+        if stored is None or stored.status is not JobStatus.RUNNING or stored.attempts != job.attempts:
+            return False
+        stored = copy.deepcopy(stored)
+        stored.progress = max(stored.progress, job.progress)
+        stored.lease_expires_at = job.lease_expires_at
+        self._pending[job.id] = stored
+        return True
+
+
+class FakeIdempotencyRepository(IdempotencyRepository):
+    def __init__(self, db: FakeDatabase, pending: dict[tuple[str, str], IdempotencyRecord | None]) -> None:
+        self._db = db
+        self._pending = pending
+
+    async def get(self, owner_id: str, key: str) -> IdempotencyRecord | None:
+        self._db.check()
+        if (owner_id, key) in self._pending:
+            return self._pending[owner_id, key]
+        return self._db.idempotency.get((owner_id, key))
+
+    async def add(self, record: IdempotencyRecord) -> None:
+        existing = await self.get(record.owner_id, record.key)
+        if existing is not None and existing.live(record.created_at):
+            raise DuplicateIdempotencyKey(record.key)
+        self._pending[record.owner_id, record.key] = record
+
+    async def delete(self, owner_id: str, key: str) -> None:
+        self._pending[owner_id, key] = None
+
+    async def purge(self, created_before: datetime) -> int:
+        old = [k for k, r in self._db.idempotency.items() if r.created_at < created_before]
+        for k in old:
+            self._pending[k] = None
+        return len(old)
 
 
 class FakeUnitOfWork(UnitOfWork):
@@ -119,8 +161,10 @@ class FakeUnitOfWork(UnitOfWork):
         self._db = db
         self._pending_reports: dict[UUID, ReportConfiguration] = {}
         self._pending_jobs: dict[UUID, JobExecutionLog] = {}
+        self._pending_keys: dict[tuple[str, str], IdempotencyRecord | None] = {}
         self.reports = FakeReportRepository(db, self._pending_reports)
         self.jobs = FakeJobRepository(db, self._pending_jobs)
+        self.idempotency = FakeIdempotencyRepository(db, self._pending_keys)
         self.committed = False
 
     async def __aenter__(self) -> Self:
@@ -132,6 +176,7 @@ class FakeUnitOfWork(UnitOfWork):
     ) -> None:
         self._pending_reports.clear()
         self._pending_jobs.clear()
+        self._pending_keys.clear()
 
     async def commit(self) -> None:
         self._db.check()
@@ -139,9 +184,17 @@ class FakeUnitOfWork(UnitOfWork):
             raise StorageUnavailable("the fake commit failed")
         self._db.reports.update(self._pending_reports)
         self._db.jobs.update(self._pending_jobs)
+        for key, record in self._pending_keys.items():
+            if record is None:
+                self._db.idempotency.pop(key, None)
+            elif (live := self._db.idempotency.get(key)) is not None and live.live(record.created_at):
+                raise DuplicateIdempotencyKey(record.key)  # a concurrent unit of work committed it first
+            else:
+                self._db.idempotency[key] = record
         self._db.log.extend(f"commit {job_id}" for job_id in self._pending_jobs)
         self._pending_reports.clear()
         self._pending_jobs.clear()
+        self._pending_keys.clear()
         self.committed = True
 
 
@@ -158,14 +211,23 @@ class FakeJobQueue(JobQueue):
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.enqueued: list[UUID] = []
+        self.deliveries: list[tuple[UUID, int, float]] = []
+        self.aborted: list[tuple[UUID, int]] = []
         self.fail = False
 
     async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
         if self.fail:
             raise QueueUnavailable("the fake queue is down")
+        if (job_id, attempt) not in {(j, a) for j, a, _ in self.deliveries}:
+            self.deliveries.append((job_id, attempt, delay_seconds))
         if job_id not in self.enqueued:
             self.enqueued.append(job_id)
             self._db.log.append(f"enqueue {job_id}")
+
+    async def abort(self, job_id: UUID, attempt: int) -> None:
+        if self.fail:
+            raise QueueUnavailable("the fake queue is down")
+        self.aborted.append((job_id, attempt))
 
 
 class FakeSink(ArtifactSink):
@@ -207,6 +269,9 @@ class FakeArtifactStore(ArtifactStore):
 
     async def delete(self, key: str) -> None:
         self.files.pop(key, None)
+
+    async def sweep_temporary(self, older_than_seconds: float) -> int:
+        return 0
 
 
 @dataclass

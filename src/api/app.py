@@ -16,12 +16,14 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
-from api.controllers.jobs import JobsController, generate_report
+from api.controllers.generate import generate_report
+from api.controllers.jobs import JobsController
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.errors import problem_response
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
@@ -37,6 +39,7 @@ class ApiDependencies:
     initiate: InitiateAsynchronousReportJob
     get_status: GetJobStatus
     get_result: GetJobResult
+    cancel: CancelJob
     create_report: CreateReport
     update_report: UpdateReport
     delete_report: DeleteReport
@@ -89,6 +92,7 @@ def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provi
         "initiate_report_job": deps.initiate,
         "get_job_status": deps.get_status,
         "get_job_result": deps.get_result,
+        "cancel_job": deps.cancel,
         "create_report": deps.create_report,
         "update_report": deps.update_report,
         "delete_report": deps.delete_report,
@@ -129,7 +133,7 @@ def _openapi_config() -> OpenAPIConfig:
         components=Components(security_schemes={BEARER_SCHEME: bearer}),
         tags=[
             Tag(name="reports", description="Report configurations (writes need the admin role)."),
-            Tag(name="jobs", description="Generate a report, poll its job, download the result."),
+            Tag(name="jobs", description="Generate a report, poll its job, cancel it, download the result."),
             Tag(name="operations", description="Health and metrics; no token needed."),
         ],
         use_handler_docstrings=True,

@@ -2,13 +2,13 @@
 
 Every error is `application/problem+json` with `type`, `title`, `status`, `detail`, `instance` (the request
 path) and `requestId`, plus `errors: [{field, message}]` for invalid input and `jobStatus` for a result that
-is not ready. Type URIs:
+is not ready or a job that has already finished. Type URIs:
 - errors of this API's own vocabulary: `urn:reportgen:problem:<slug>` (e.g. `...:job-not-found`); stable
   identifiers to compare against, not web pages;
 - plain HTTP errors (unknown route, wrong method, malformed request, 401, 403, 413, 500): `about:blank`,
   whose `title` is the status phrase (RFC 9457, section 4.2.1).
-A 503 carries `Retry-After`. Anything unexpected is logged with its traceback and answered with a generic
-500: no stack trace, driver message or SQL ever reaches the client.
+A 503 and a 429 carry `Retry-After`. Anything unexpected is logged with its traceback and answered with a
+generic 500: no stack trace, driver message or SQL ever reaches the client.
 """
 
 from __future__ import annotations
@@ -25,23 +25,29 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.middleware import request_id_of
-from api.schemas import FieldErrorOut, Problem
+from api.schemas import IDEMPOTENCY_KEY_HEADER, FieldErrorOut, Problem
 from application.errors import ArtifactMissing, QueueUnavailable, StorageUnavailable
 from domain.errors import (
     ConcurrentUpdate,
+    DuplicateIdempotencyKey,
+    IdempotencyKeyReused,
     InvalidInput,
     InvalidJobTransition,
+    JobAlreadyFinished,
     JobNotFound,
     ReportNotAsyncDeliverable,
     ReportNotFound,
+    ResultExpired,
     ResultNotReady,
+    TooManyActiveJobs,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:reportgen:problem:"
 ABOUT_BLANK = "about:blank"
 RETRY_AFTER_SECONDS = 5
-"""`Retry-After` of a 503: a dependency is down, and a few seconds is a fair first wait."""
+"""`Retry-After` of a 503 (a dependency is down) and of a 429 (too many active jobs): a fair first wait."""
+_RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE})
 
 log = structlog.get_logger(__name__)
 _CAMEL = re.compile(r"_([a-z])")
@@ -79,13 +85,28 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
         "The resource was changed by another request; read it again and retry.",
     ),
     InvalidJobTransition: ProblemKind(409, "invalid-job-transition", "Job is in the wrong status"),
-    InvalidInput: ProblemKind(422, "invalid-input", "Invalid input"),
+    JobAlreadyFinished: ProblemKind(409, "job-already-finished", "Job already finished"),
+    DuplicateIdempotencyKey: ProblemKind(
+        409,
+        "idempotency-key-in-use",
+        "Idempotency-Key in use",
+        "Another request with this Idempotency-Key is being processed; retry it later.",
+    ),
+    ResultExpired: ProblemKind(
+        410,
+        "result-expired",
+        "Job result expired",
+        "The result of this job has expired under the retention policy; generate the report again.",
+    ),
     ArtifactMissing: ProblemKind(
         410,
         "result-gone",
         "Job result gone",
         "The result of this job is no longer available; generate the report again.",
     ),
+    InvalidInput: ProblemKind(422, "invalid-input", "Invalid input"),
+    IdempotencyKeyReused: ProblemKind(422, "idempotency-key-reused", "Idempotency-Key reused"),
+    TooManyActiveJobs: ProblemKind(429, "too-many-active-jobs", "Too many active jobs"),
     StorageUnavailable: ProblemKind(
         503, "storage-unavailable", "Storage unavailable", "The database is unavailable; retry later."
     ),
@@ -121,7 +142,7 @@ def make_problem(
 
 def problem_as_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[Problem]:
     headers = dict(headers or {})
-    if problem.status == HTTPStatus.SERVICE_UNAVAILABLE:
+    if problem.status in _RETRY_AFTER_STATUSES:
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -158,7 +179,9 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
 def _extensions(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, InvalidInput):
         return {"errors": [FieldErrorOut(field=e.field, message=e.message) for e in exc.errors]}
-    if isinstance(exc, ResultNotReady):
+    if isinstance(exc, IdempotencyKeyReused):
+        return {"errors": [FieldErrorOut(field=IDEMPOTENCY_KEY_HEADER, message=str(exc))]}
+    if isinstance(exc, ResultNotReady | JobAlreadyFinished):
         return {"job_status": exc.status}
     if isinstance(exc, ServiceNotReady):
         return {"checks": exc.checks}
@@ -168,20 +191,28 @@ def _extensions(exc: Exception) -> dict[str, Any]:
 
 
 def _parameter_errors(extra: list[Any]) -> dict[str, Any]:
-    """Litestar's path/query validation messages, with the parameters named as on the wire (camelCase).
+    """Litestar's path/query/header validation messages, with the parameters named as on the wire (camelCase
+    for path and query parameters, `Idempotency-Key` for headers).
 
     Bodies are decoded by api.schemas.JsonBody, so the only body entry Litestar reports is a missing body
     (or, next to a bad parameter, an artefact of checking every field once one has failed).
     """
     entries = [e for e in extra if isinstance(e, dict) and "key" in e]
     errors = [
-        FieldErrorOut(field=_CAMEL.sub(lambda m: m.group(1).upper(), str(e["key"])), message=str(e.get("message")))
+        FieldErrorOut(field=_wire_name(str(e["key"]), e.get("source")), message=str(e.get("message")))
         for e in entries
         if e.get("source") != "body"
     ]
     if errors:
         return {"errors": errors, "detail": "; ".join(f"{e.field}: {e.message}" for e in errors)}
     return {"detail": "The request needs a JSON body."} if entries else {}
+
+
+def _wire_name(key: str, source: object) -> str:
+    """`job_id` -> `jobId`; a header's `idempotency_key` -> `Idempotency-Key`."""
+    if source == "header":
+        return "-".join(part.capitalize() for part in key.split("_"))
+    return _CAMEL.sub(lambda m: m.group(1).upper(), key)
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:

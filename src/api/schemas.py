@@ -16,18 +16,33 @@ import msgspec
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import ClientException
 from litestar.openapi.spec import Reference, Schema
-from litestar.params import PathParameter
+from litestar.params import HeaderParameter, PathParameter
 from litestar.typing import FieldDefinition
 from msgspec import UNSET, UnsetType
 
 from application.manage_reports import ReportDefinition
 from domain.errors import FieldError, InvalidInput
+from domain.idempotency import MAX_KEY_LENGTH
 from domain.jobs import JobStatus
 from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParameter
 
 # Path parameters keep the contract's camelCase names; a value that is not a UUID is a 400 naming them.
 ReportId: TypeAlias = Annotated[UUID, PathParameter(name="reportId", description="The report's id.")]
 JobId: TypeAlias = Annotated[UUID, PathParameter(name="jobId", description="The job's id.")]
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# Opaque to the server and compared exactly; anything other than 1-255 printable ASCII characters is a 400.
+IdempotencyKey: TypeAlias = Annotated[
+    str | None,
+    HeaderParameter(
+        name=IDEMPOTENCY_KEY_HEADER,
+        description="Makes a generate request safe to retry: the same key from the same user with the same "
+        "request answers with the first job (kept 24 h); with a different request, 422.",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[ -~]+$",
+    ),
+]
 
 
 class WireStruct(msgspec.Struct, rename="camel"):
@@ -122,6 +137,8 @@ class JobStatusOut(WireStruct):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    expires_at: datetime | None
+    """When a Succeeded job's result is deleted under the retention policy; null otherwise."""
     error: JobErrorOut | None
     status_url: str
     result_url: str

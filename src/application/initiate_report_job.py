@@ -8,8 +8,16 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from application.errors import QueueUnavailable, StorageUnavailable
-from application.ports import Clock, IdFactory, JobQueue, UnitOfWorkFactory
-from domain.errors import ConcurrentUpdate, InvalidJobTransition, ReportNotFound
+from application.ports import Clock, IdFactory, JobQueue, UnitOfWork, UnitOfWorkFactory
+from domain.errors import (
+    ConcurrentUpdate,
+    DuplicateIdempotencyKey,
+    IdempotencyKeyReused,
+    InvalidJobTransition,
+    ReportNotFound,
+    TooManyActiveJobs,
+)
+from domain.idempotency import IdempotencyRecord, fingerprint
 from domain.jobs import ErrorCode, JobExecutionLog
 
 log = logging.getLogger(__name__)
@@ -22,53 +30,100 @@ class InitiateReportJob:
     parameters: Mapping[str, object] = field(default_factory=dict)
     format: str | None = None
     request_id: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class JobInitiated:
     job_id: UUID
+    replayed: bool = False
+    """True when an earlier request with the same Idempotency-Key created the job."""
 
 
 class InitiateAsynchronousReportJob:
     """Start a report in the background and return its job id at once.
 
-    The job row is committed before the job is enqueued, so a worker never looks for a row that is not
-    there yet, and a job that was accepted is on record. If the queue refuses the job, the row is marked
-    Failed with QUEUE_UNAVAILABLE (nobody would ever run it) and QueueUnavailable is raised: the client
-    is told to retry, and no job is left Queued with no worker to run it.
+    The job is on record before the answer goes out, and is then handed to a worker. If no worker can be
+    reached, the request fails with 503 and the job is closed as Failed (code QUEUE_UNAVAILABLE), so a
+    retry starts afresh. With an Idempotency-Key, the same user repeating the same request gets the first
+    job back, also when the two requests race; the same key with a different request is refused (422).
+    A user may have only a limited number of jobs Queued or Running at once (429 over it).
     """
 
-    def __init__(self, uow: UnitOfWorkFactory, queue: JobQueue, clock: Clock, new_id: IdFactory = uuid4) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        queue: JobQueue,
+        clock: Clock,
+        new_id: IdFactory = uuid4,
+        max_active_jobs: int | None = None,
+    ) -> None:
         self._uow = uow
         self._queue = queue
         self._clock = clock
         self._new_id = new_id
+        self._max_active_jobs = max_active_jobs
 
     async def execute(self, command: InitiateReportJob) -> JobInitiated:
+        replay = await self._replay(command)
+        if replay is not None:
+            return replay
+        try:
+            job = await self._create(command)
+        except DuplicateIdempotencyKey:
+            # A concurrent request with the same key committed first: answer with its job.
+            replay = await self._replay(command)
+            if replay is None:
+                raise
+            return replay
+        try:
+            await self._queue.enqueue(job.id)
+        except QueueUnavailable:
+            await self._close_unqueued(job, command)
+            raise
+        return JobInitiated(job.id)
+
+    async def _replay(self, command: InitiateReportJob) -> JobInitiated | None:
+        if command.idempotency_key is None:
+            return None
+        async with self._uow() as uow:
+            record = await uow.idempotency.get(command.user_id, command.idempotency_key)
+        if record is None or not record.live(self._clock()):
+            return None
+        if record.fingerprint != _fingerprint(command):
+            raise IdempotencyKeyReused(command.idempotency_key)
+        return JobInitiated(record.job_id, replayed=True)
+
+    async def _create(self, command: InitiateReportJob) -> JobExecutionLog:
         async with self._uow() as uow:
             report = await uow.reports.get(command.report_id)
             if report is None:
                 raise ReportNotFound(command.report_id)
             report.ensure_async_api_delivery()
             request = report.resolve(command.parameters, command.format)
+            await self._check_active_limit(uow, command.user_id)
+            now = self._clock()
             job = JobExecutionLog.queue(
                 job_id=self._new_id(),
                 report=report,
                 request=request,
                 owner_id=command.user_id,
-                now=self._clock(),
+                now=now,
                 request_id=command.request_id,
             )
             await uow.jobs.add(job)
+            if command.idempotency_key is not None:
+                record = IdempotencyRecord(command.user_id, command.idempotency_key, _fingerprint(command), job.id, now)
+                await uow.idempotency.add(record)
             await uow.commit()
-        try:
-            await self._queue.enqueue(job.id)
-        except QueueUnavailable:
-            await self._close_unqueued(job)
-            raise
-        return JobInitiated(job.id)
+        return job
 
-    async def _close_unqueued(self, job: JobExecutionLog) -> None:
+    async def _check_active_limit(self, uow: UnitOfWork, user_id: str) -> None:
+        if self._max_active_jobs is not None and await uow.jobs.count_active(user_id) >= self._max_active_jobs:
+            raise TooManyActiveJobs(self._max_active_jobs)
+
+    async def _close_unqueued(self, job: JobExecutionLog, command: InitiateReportJob) -> None:
+        """Close a job that no worker will hear of; free its idempotency key so that a retry starts afresh."""
         try:
             async with self._uow() as uow:
                 job.fail(
@@ -77,8 +132,14 @@ class InitiateAsynchronousReportJob:
                     "The job could not be handed to a worker. Request the report again.",
                 )
                 await uow.jobs.update(job)
+                if command.idempotency_key is not None:
+                    await uow.idempotency.delete(command.user_id, command.idempotency_key)
                 await uow.commit()
         except (ConcurrentUpdate, InvalidJobTransition):
             log.info("job %s was picked up despite the queue error; leaving it as it is", job.id)
         except StorageUnavailable:
             log.warning("job %s could not be marked as never queued; the database is unavailable", job.id)
+
+
+def _fingerprint(command: InitiateReportJob) -> str:
+    return fingerprint(command.report_id, command.parameters, command.format)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from application.errors import ArtifactMissing
-from application.ports import ArtifactStore, JobReader
-from domain.errors import JobNotFound, ResultNotReady
+from application.ports import ArtifactStore, Clock, JobReader
+from domain.errors import JobNotFound, ResultExpired, ResultNotReady
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 
 
@@ -19,10 +19,9 @@ class JobQuery:
     is_admin: bool = False
 
 
-async def _visible_job(jobs: JobReader, query: JobQuery) -> JobExecutionLog:
-    job = await jobs.get(query.job_id)
+def visible_job(job: JobExecutionLog | None, query: JobQuery) -> JobExecutionLog:
+    """The job if the caller may see it; someone else's job is reported exactly like a missing one."""
     if job is None or not job.visible_to(query.user_id, is_admin=query.is_admin):
-        # Someone else's job is reported exactly like a missing one, so its existence is not disclosed.
         raise JobNotFound(query.job_id)
     return job
 
@@ -34,7 +33,7 @@ class GetJobStatus:
         self._jobs = jobs
 
     async def execute(self, query: JobQuery) -> JobExecutionLog:
-        return await _visible_job(self._jobs, query)
+        return visible_job(await self._jobs.get(query.job_id), query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +44,20 @@ class JobResult:
 
 
 class GetJobResult:
-    """The artifact of a Succeeded job, streamed; ResultNotReady (with the status) for any other job."""
+    """The artifact of a Succeeded job, streamed; ResultNotReady (with the status) for any other job, and
+    ResultExpired once the artifact is past the retention period."""
 
-    def __init__(self, jobs: JobReader, artifacts: ArtifactStore) -> None:
+    def __init__(self, jobs: JobReader, artifacts: ArtifactStore, clock: Clock) -> None:
         self._jobs = jobs
         self._artifacts = artifacts
+        self._clock = clock
 
     async def execute(self, query: JobQuery) -> JobResult:
-        job = await _visible_job(self._jobs, query)
-        if job.status is not JobStatus.SUCCEEDED or job.artifact is None:
+        job = visible_job(await self._jobs.get(query.job_id), query)
+        if job.status is not JobStatus.SUCCEEDED:
             raise ResultNotReady(job.id, job.status.value)
+        if job.artifact is None or job.result_expired(self._clock()):
+            raise ResultExpired(job.id)
         if not await self._artifacts.exists(job.artifact.key):
             raise ArtifactMissing(f"the artifact of job {job.id} is no longer available")
         return JobResult(job, job.artifact, self._artifacts.read(job.artifact.key))

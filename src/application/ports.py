@@ -12,7 +12,7 @@ from uuid import UUID
 
 from domain.jobs import JobExecutionLog
 from domain.reports import Binding
-from domain.repositories import JobRepository, ReportRepository
+from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware UTC."""
@@ -29,6 +29,7 @@ class UnitOfWork(Protocol):
 
     reports: ReportRepository
     jobs: JobRepository
+    idempotency: IdempotencyRepository
 
     @abstractmethod
     async def __aenter__(self) -> Self: ...
@@ -64,7 +65,13 @@ class JobQueue(Protocol):
     """
 
     @abstractmethod
-    async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None: ...
+    async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
+        """Deliver `job_id` for attempt number `attempt` (a job with `attempts == n` waits for attempt n + 1)."""
+
+    @abstractmethod
+    async def abort(self, job_id: UUID, attempt: int) -> None:
+        """Best effort: stop that attempt if a worker is running it now. Never raises for an unknown job;
+        raises QueueUnavailable when the queue cannot be reached."""
 
 
 class ArtifactSink(Protocol):
@@ -102,6 +109,10 @@ class ArtifactStore(Protocol):
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove an artifact; idempotent."""
+
+    @abstractmethod
+    async def sweep_temporary(self, older_than_seconds: float) -> int:
+        """Remove unfinished writes left behind by a crashed process; returns how many."""
 
 
 Row = Sequence[object]

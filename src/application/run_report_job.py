@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID
 
-from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
-from application.ports import ArtifactStore, Clock, ReportDataSource, RowEncoderFactory, UnitOfWorkFactory
+from application.errors import QueueUnavailable, ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.heartbeat import Heartbeat, LeaseLost
+from application.ports import ArtifactStore, Clock, JobQueue, ReportDataSource, RowEncoderFactory, UnitOfWorkFactory
 from domain.errors import ConcurrentUpdate, InvalidJobTransition
 from domain.jobs import ArtifactRef, ErrorCode, JobError, JobExecutionLog, JobStatus
 
@@ -20,13 +22,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    """How jobs run: the query timeout, how often a transient failure is retried, how often progress is saved."""
+    """How jobs run: query timeout, retries of transient failures, the lease and how often it is renewed."""
 
     timeout_seconds: float = 300.0
     max_attempts: int = 3
     retry_base_delay_seconds: float = 1.0
     retry_max_delay_seconds: float = 60.0
-    progress_interval_seconds: float = 1.0
+    lease_seconds: float = 15.0
+    """How long a worker may go silent before its job is presumed lost and run again."""
+    heartbeat_seconds: float = 1.0
+    """How often a running job's lease is renewed and its progress saved (well below lease_seconds)."""
+    result_ttl_seconds: float | None = 86_400.0
+    """How long a Succeeded job's artifact is kept; None keeps it forever."""
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter."""
@@ -74,15 +81,18 @@ def estimate_progress(rows: int, estimated_rows: int | None) -> int:
 
 
 class RunReportJob:
-    """Run one job, given only its id (the queue delivers at least once).
+    """Run one job, given only its id (the queue delivers at least once, perhaps to two workers at once).
 
-    1. Claim: Queued -> Running, guarded by the row's version, so of two deliveries only one runs it.
-       A job that is not Queued is skipped.
-    2. Produce the artifact outside any transaction: the query runs read-only with a timeout and its rows
-       stream into a file of this attempt's own, published atomically.
-    3. Record Succeeded (with the artifact) or Failed (with an error code) in a second transaction.
+    1. Claim: Queued -> Running with a lease, guarded by the row's version, so of two deliveries only one
+       runs it. A Running job whose lease expired (its worker died) is taken over as a new attempt, or
+       failed with WORKER_LOST once it has had `max_attempts`. Anything else is skipped.
+    2. Produce the artifact outside any transaction, renewing the lease meanwhile: the query runs read-only
+       with a timeout and its rows stream into a file of this attempt's own, published atomically.
+    3. Record Succeeded (with the artifact) or Failed (with an error code) in a second transaction, guarded
+       by the version: if the job was cancelled or taken over meanwhile, this attempt's outcome is dropped.
        A permanent error (bad SQL, write attempt, timeout) fails at once; a transient one (the database
-       went away) hands the job back to the queue until `max_attempts` is reached.
+       went away) hands the job back to the queue with backoff until `max_attempts` is reached. A worker
+       that is stopped (cancelled) mid-job hands it back too.
     """
 
     def __init__(
@@ -91,31 +101,40 @@ class RunReportJob:
         source: ReportDataSource,
         artifacts: ArtifactStore,
         encoders: Mapping[str, RowEncoderFactory],
+        queue: JobQueue,
         clock: Clock,
         policy: RunPolicy | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._uow = uow
         self._source = source
         self._artifacts = artifacts
         self._encoders = encoders
+        self._queue = queue
         self._clock = clock
         self._policy = policy or RunPolicy()
-        self._monotonic = monotonic
+        self._heartbeat = Heartbeat(
+            uow, clock, lease_seconds=self._policy.lease_seconds, interval_seconds=self._policy.heartbeat_seconds
+        )
 
     async def execute(self, job_id: UUID) -> RunResult:
         job = await self._claim(job_id)
         if job is None:
-            log.info("job skipped: not queued", extra={"job_id": str(job_id)})
+            log.info("job skipped: not claimable", extra={"job_id": str(job_id)})
             return RunResult(Outcome.SKIPPED)
         log.info("job started", extra=_context(job))
-        result = await self._run(job)
+        try:
+            result = await self._run(job)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._hand_back(job))
+            raise
         log.info("job %s", result.outcome.value, extra=_context(job) | {"outcome": result.outcome.value})
         return result
 
     async def _run(self, job: JobExecutionLog) -> RunResult:
         try:
-            artifact = await self._produce(job)
+            artifact = await self._heartbeat.run(job, self._produce(job))
+        except LeaseLost:
+            return RunResult(Outcome.SKIPPED, attempt=job.attempts)
         except ReportTimedOut:
             return await self._fail(
                 job,
@@ -136,47 +155,53 @@ class RunReportJob:
     async def _claim(self, job_id: UUID) -> JobExecutionLog | None:
         async with self._uow() as uow:
             job = await uow.jobs.get(job_id)
-            if job is None or job.status is not JobStatus.QUEUED:
+            if job is None or not self._take(job):
                 return None
-            job.start(self._clock())
             try:
                 await uow.jobs.update(job)
             except ConcurrentUpdate:
                 return None
             await uow.commit()
-        return job
+        return job if job.status is JobStatus.RUNNING else None
+
+    def _take(self, job: JobExecutionLog) -> bool:
+        """Move a claimable job to Running in memory (or to Failed when its lost worker used the last attempt)."""
+        now = self._clock()
+        if job.status is JobStatus.RUNNING:
+            if not job.lease_expired(now):
+                return False
+            if job.attempts >= self._policy.max_attempts:
+                job.fail(
+                    now,
+                    ErrorCode.WORKER_LOST,
+                    f"The worker running the report was lost in all {job.attempts} attempts.",
+                )
+                return True
+            job.requeue(JobError(ErrorCode.WORKER_LOST, "The worker running the report was lost; retrying."))
+        if job.status is not JobStatus.QUEUED:
+            return False
+        job.start(now, now + timedelta(seconds=self._policy.lease_seconds))
+        return True
 
     async def _produce(self, job: JobExecutionLog) -> ArtifactRef:
         encoder = self._encoders[job.format]()
-        key = job.artifact_key()
         rows_written = 0
-        next_report = self._monotonic() + self._policy.progress_interval_seconds
         async with (
             self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
-            self._artifacts.create(key) as sink,
+            self._artifacts.create(job.artifact_key()) as sink,
         ):
             await sink.write(encoder.begin(rows.columns))
             async for batch in rows.batches():
                 await sink.write(encoder.encode(batch))
                 rows_written += len(batch)
-                if self._monotonic() >= next_report:
-                    await self._save_progress(job, estimate_progress(rows_written, rows.estimated_rows))
-                    next_report = self._monotonic() + self._policy.progress_interval_seconds
+                job.report_progress(estimate_progress(rows_written, rows.estimated_rows))
             await sink.write(encoder.end())
-        return ArtifactRef(key, sink.size, sink.sha256)
-
-    async def _save_progress(self, job: JobExecutionLog, percent: int) -> None:
-        if not job.report_progress(percent):
-            return
-        try:
-            async with self._uow() as uow:
-                await uow.jobs.save_progress(job)
-                await uow.commit()
-        except StorageUnavailable:
-            log.warning("progress of job %s not saved: the database is unavailable", job.id)
+        return ArtifactRef(job.artifact_key(), sink.size, sink.sha256)
 
     async def _succeed(self, job: JobExecutionLog, artifact: ArtifactRef) -> RunResult:
-        job.succeed(self._clock(), artifact)
+        now = self._clock()
+        ttl = self._policy.result_ttl_seconds
+        job.succeed(now, artifact, None if ttl is None else now + timedelta(seconds=ttl))
         if await self._record(job):
             return RunResult(Outcome.SUCCEEDED, attempt=job.attempts)
         await self._artifacts.delete(artifact.key)
@@ -184,8 +209,8 @@ class RunReportJob:
 
     async def _fail(self, job: JobExecutionLog, code: str, message: str) -> RunResult:
         job.fail(self._clock(), code, message)
-        await self._record(job)
-        return RunResult(Outcome.FAILED, attempt=job.attempts)
+        outcome = Outcome.FAILED if await self._record(job) else Outcome.SKIPPED
+        return RunResult(outcome, attempt=job.attempts)
 
     async def _retry_or_fail(self, job: JobExecutionLog) -> RunResult:
         if job.attempts >= self._policy.max_attempts:
@@ -194,9 +219,29 @@ class RunReportJob:
                 ErrorCode.RETRIES_EXHAUSTED,
                 f"The reporting database was unavailable in all {job.attempts} attempts.",
             )
+        delay = self._policy.retry_delay(job.attempts)
         job.requeue(JobError(ErrorCode.REPORT_QUERY_FAILED, "The reporting database was unavailable; retrying."))
-        await self._record(job)
-        return RunResult(Outcome.RETRY, self._policy.retry_delay(job.attempts), attempt=job.attempts)
+        if await self._record(job):
+            await self._enqueue_next(job, delay)
+        return RunResult(Outcome.RETRY, delay, attempt=job.attempts)
+
+    async def _hand_back(self, job: JobExecutionLog) -> None:
+        """The worker is stopping mid-job: give the job back to the queue rather than lose or fail it."""
+        if job.status is not JobStatus.RUNNING:
+            return
+        job.requeue(JobError(ErrorCode.WORKER_STOPPED, "The worker stopped while running the report; retrying."))
+        try:
+            if await self._record(job):
+                await self._enqueue_next(job, 0)
+                log.info("job handed back to the queue", extra=_context(job))
+        except StorageUnavailable:
+            log.warning("job %s not handed back: the database is unavailable; its lease will expire", job.id)
+
+    async def _enqueue_next(self, job: JobExecutionLog, delay: float) -> None:
+        try:
+            await self._queue.enqueue(job.id, attempt=job.attempts + 1, delay_seconds=delay)
+        except QueueUnavailable:
+            log.warning("job %s requeued but not enqueued: the reconciler will enqueue it", job.id)
 
     async def _record(self, job: JobExecutionLog) -> bool:
         """Save a transition; False when another writer (a duplicate delivery, a cancel) got there first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,12 +14,14 @@ from arq.connections import ArqRedis
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import JobQueue, UnitOfWork
-from application.recover_jobs import RecoverUnfinishedJobs
+from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
+from application.sweep_artifacts import SweepExpiredArtifacts
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.encoders import ENCODERS
@@ -55,8 +57,9 @@ class Container:
     delete_report: DeleteReport
     get_report: GetReport
     list_reports: ListReports
-    recover: RecoverUnfinishedJobs
-    extras: dict[str, Any] = field(default_factory=dict)
+    cancel: CancelJob
+    reconcile: ReconcileJobs
+    sweep: SweepExpiredArtifacts
 
     def unit_of_work(self) -> UnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine)
@@ -79,7 +82,7 @@ class Container:
 
     async def aclose(self) -> None:
         if isinstance(self.queue, InProcessJobQueue):
-            await self.queue.stop(grace_seconds=5)
+            await self.queue.stop(grace_seconds=self.settings.shutdown_grace_seconds)
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -96,7 +99,8 @@ async def _redis_ok(redis: ArqRedis) -> bool:
 
 
 def build_container(settings: Settings, **overrides: Any) -> Container:
-    """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock)."""
+    """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock,
+    registry)."""
     engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url)
     reporting = overrides.get("reporting_engine") or (
         create_engine(settings.reporting_database_url) if settings.reporting_database_url else engine
@@ -110,14 +114,12 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         return SqlAlchemyUnitOfWork(engine)
 
     artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
-    policy = RunPolicy(timeout_seconds=settings.report_timeout_seconds, max_attempts=settings.max_attempts)
-    run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, clock, policy)
-    handler = JobMetrics(overrides.get("registry", REGISTRY)).instrument(run.execute)
     queue: JobQueue = overrides.get("queue") or (
-        InProcessJobQueue(handler, concurrency=settings.worker_concurrency)
+        InProcessJobQueue(concurrency=settings.worker_concurrency)
         if redis is None
         else ArqJobQueue(redis, settings.queue_name)
     )
+    run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, queue, clock, _policy(settings))
     reader = SqlAlchemyJobReader(engine)
     return Container(
         settings=settings,
@@ -125,16 +127,28 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         reporting_engine=reporting,
         queue=queue,
         redis=redis,
-        run_job=handler,
-        initiate=InitiateAsynchronousReportJob(uow, queue, clock),
+        run_job=JobMetrics(overrides.get("registry", REGISTRY)).instrument(run.execute),
+        initiate=InitiateAsynchronousReportJob(uow, queue, clock, max_active_jobs=settings.max_active_jobs_per_user),
         get_status=GetJobStatus(reader),
-        get_result=GetJobResult(reader, artifacts),
+        get_result=GetJobResult(reader, artifacts, clock),
+        cancel=CancelJob(uow, queue, clock),
         create_report=CreateReport(uow, clock),
         update_report=UpdateReport(uow, clock),
         delete_report=DeleteReport(uow),
         get_report=GetReport(uow),
         list_reports=ListReports(uow),
-        recover=RecoverUnfinishedJobs(uow, queue, clock, settings.max_attempts),
+        reconcile=ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts),
+        sweep=SweepExpiredArtifacts(uow, artifacts, clock),
+    )
+
+
+def _policy(settings: Settings) -> RunPolicy:
+    return RunPolicy(
+        timeout_seconds=settings.report_timeout_seconds,
+        max_attempts=settings.max_attempts,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=min(1.0, settings.lease_seconds / 3),
+        result_ttl_seconds=settings.result_ttl_seconds,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from bootstrap.container import Container, build_container
 from bootstrap.embedded import with_dev_secret
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.observability import configure_logging
+from infrastructure.periodic import run_periodically
 from settings import Settings
 
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             initiate=container.initiate,
             get_status=container.get_status,
             get_result=container.get_result,
+            cancel=container.cancel,
             create_report=container.create_report,
             update_report=container.update_report,
             delete_report=container.delete_report,
@@ -67,10 +70,24 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
 
 @asynccontextmanager
 async def _run(container: Container) -> AsyncIterator[None]:
+    periodic: list[asyncio.Task[None]] = []
     if isinstance(container.queue, InProcessJobQueue):
-        await container.queue.start()
-        await container.recover.execute()
+        # Embedded mode: this process is the only worker, so it also does what arq cron does for workers.
+        settings = container.settings
+        await container.queue.start(container.run_job)
+        await container.reconcile.execute(orphan_running=True)
+        periodic = [
+            asyncio.create_task(
+                run_periodically(container.reconcile.execute, settings.reconcile_interval_seconds, name="reconcile")
+            ),
+            asyncio.create_task(
+                run_periodically(container.sweep.execute, settings.sweep_interval_seconds, name="sweep")
+            ),
+        ]
     try:
         yield
     finally:
+        for task in periodic:
+            task.cancel()
+        await asyncio.gather(*periodic, return_exceptions=True)
         await container.aclose()

@@ -7,7 +7,7 @@ from typing import Any
 
 from bootstrap.container import build_container
 from bootstrap.web import log_format
-from infrastructure.arq.jobs import RUN_REPORT_JOB, worker_options
+from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
 from infrastructure.observability import configure_logging
 from settings import Settings, SettingsError
 
@@ -22,6 +22,8 @@ def worker_settings(settings: Settings) -> type:
         container = build_container(settings)
         ctx["container"] = container
         ctx[RUN_REPORT_JOB] = container.run_job
+        ctx[RECONCILE] = container.reconcile.execute
+        ctx[SWEEP] = container.sweep.execute
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "container" in ctx:
@@ -33,6 +35,9 @@ def worker_settings(settings: Settings) -> type:
         max_tries=settings.max_attempts + 10,  # database-down retries at claim time use arq tries too
         queue_name=settings.queue_name,
         redis_url=settings.redis_url,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        reconcile_every_seconds=settings.reconcile_interval_seconds,
+        sweep_every_seconds=settings.sweep_interval_seconds,
     )
     attributes = {**options, "on_startup": on_startup, "on_shutdown": on_shutdown}
     return type("WorkerSettings", (), attributes)

@@ -36,6 +36,43 @@ class ResultNotReady(DomainError):
         self.status = status
 
 
+class JobAlreadyFinished(DomainError):
+    """A cancel of a job that is already Succeeded, Failed or Cancelled."""
+
+    def __init__(self, job_id: UUID, status: str) -> None:
+        super().__init__(f"job {job_id} has already finished: its status is {status}")
+        self.job_id = job_id
+        self.status = status
+
+
+class ResultExpired(DomainError):
+    """The job succeeded, but its artifact is past the retention period."""
+
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"the result of job {job_id} has expired and was deleted")
+        self.job_id = job_id
+
+
+class TooManyActiveJobs(DomainError):
+    """The user already has the maximum number of Queued or Running jobs."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"you already have {limit} jobs queued or running; wait for one to finish")
+        self.limit = limit
+
+
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key that this user already used for a different request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("this Idempotency-Key was already used with a different request")
+        self.key = key
+
+
+class DuplicateIdempotencyKey(DomainError):
+    """Raised by the idempotency repository when another request stored the same key first."""
+
+
 class InvalidJobTransition(DomainError):
     def __init__(self, job_id: UUID, current: str, wanted: str) -> None:
         super().__init__(f"job {job_id} cannot go from {current} to {wanted}")

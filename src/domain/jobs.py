@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
     RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
     WORKER_LOST = "WORKER_LOST"
+    WORKER_STOPPED = "WORKER_STOPPED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -86,6 +87,10 @@ class JobExecutionLog:
     error: JobError | None = None
     artifact: ArtifactRef | None = None
     request_id: str | None = None
+    lease_expires_at: datetime | None = None
+    """While Running: until when the worker running it is known to be alive (renewed by its heartbeat)."""
+    expires_at: datetime | None = None
+    """When Succeeded: when its artifact is deleted under the retention policy."""
     version: int = field(default=0)
 
     def __eq__(self, other: object) -> bool:
@@ -130,11 +135,21 @@ class JobExecutionLog:
     def bindings(self) -> Sequence[Binding]:
         return bindings(self.parameters, self.parameter_types, self.query)
 
-    def start(self, now: datetime) -> None:
+    def start(self, now: datetime, lease_until: datetime) -> None:
+        """A worker takes the job: a new attempt, leased to that worker until `lease_until`."""
         self._move_to(JobStatus.RUNNING)
         self.attempts += 1
         self.started_at = now
         self.error = None
+        self.lease_expires_at = lease_until
+
+    def lease_expired(self, now: datetime) -> bool:
+        """Running, but its worker stopped renewing the lease: the worker is presumed lost."""
+        return self.status is JobStatus.RUNNING and (self.lease_expires_at is None or self.lease_expires_at <= now)
+
+    def renew_lease(self, until: datetime) -> None:
+        if self.status is JobStatus.RUNNING:
+            self.lease_expires_at = until
 
     def report_progress(self, percent: int) -> bool:
         """Raise progress (never lower it; 100 is kept for success). Returns whether it changed."""
@@ -146,25 +161,40 @@ class JobExecutionLog:
         self.progress = percent
         return True
 
-    def succeed(self, now: datetime, artifact: ArtifactRef) -> None:
+    def succeed(self, now: datetime, artifact: ArtifactRef, expires_at: datetime | None = None) -> None:
         self._move_to(JobStatus.SUCCEEDED)
         self.progress = 100
         self.artifact = artifact
         self.finished_at = now
+        self.expires_at = expires_at
+        self.lease_expires_at = None
 
     def fail(self, now: datetime, code: str, message: str) -> None:
         self._move_to(JobStatus.FAILED)
         self.error = JobError(code, message)
         self.finished_at = now
+        self.lease_expires_at = None
 
     def cancel(self, now: datetime) -> None:
         self._move_to(JobStatus.CANCELLED)
         self.finished_at = now
+        self.lease_expires_at = None
 
     def requeue(self, reason: JobError | None = None) -> None:
         """Hand a running job back to the queue; the error of the last attempt stays visible."""
         self._move_to(JobStatus.QUEUED)
         self.error = reason
+        self.lease_expires_at = None
+
+    def result_expired(self, now: datetime) -> bool:
+        """Succeeded, and its artifact is past the retention period (deleted, or about to be)."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    def discard_artifact(self) -> None:
+        """The retention sweep deleted the artifact; the job stays Succeeded, its result is Gone."""
+        if self.status is not JobStatus.SUCCEEDED:
+            raise InvalidJobTransition(self.id, self.status.value, "artifact discarded")
+        self.artifact = None
 
     @property
     def content_type(self) -> str:

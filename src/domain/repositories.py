@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
 
@@ -61,5 +63,43 @@ class JobRepository(Protocol):
         """Jobs that are Queued or Running, oldest first, at most `limit`."""
 
     @abstractmethod
-    async def save_progress(self, job: JobExecutionLog) -> None:
-        """Store the progress of a Running job without touching its version; a no-op for any other status."""
+    async def list_expired(self, now: datetime, limit: int) -> list[JobExecutionLog]:
+        """Succeeded jobs whose `expires_at` has passed and whose artifact is still recorded, oldest first."""
+
+    @abstractmethod
+    async def count_active(self, owner_id: str) -> int:
+        """How many of this user's jobs are Queued or Running.
+
+        Also serializes concurrent callers for the same user until the unit of work ends (an advisory lock
+        on PostgreSQL; SQLite serializes writers anyway), so that a limit checked with it cannot be overrun.
+        """
+
+    @abstractmethod
+    async def heartbeat(self, job: JobExecutionLog) -> bool:
+        """Store a Running job's lease and progress without touching its version.
+
+        Returns False, changing nothing, when the job is no longer Running in this attempt (it was
+        cancelled, or its lease expired and another worker took it over): the caller must stop.
+        """
+
+
+class IdempotencyRepository(Protocol):
+    """Idempotency keys inside a unit of work. Raises StorageUnavailable when the database cannot be reached."""
+
+    @abstractmethod
+    async def get(self, owner_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    @abstractmethod
+    async def add(self, record: IdempotencyRecord) -> None:
+        """Store a key, replacing an expired record of the same user and key.
+
+        Raises domain.errors.DuplicateIdempotencyKey when a live record exists or a concurrent transaction
+        stored the same key first (it may surface at commit instead).
+        """
+
+    @abstractmethod
+    async def delete(self, owner_id: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def purge(self, created_before: datetime) -> int:
+        """Delete records created before the cutoff; returns how many."""

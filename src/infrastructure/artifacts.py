@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from application.ports import ArtifactSink, ArtifactStore
 FLUSH_BYTES = 1 << 20
 READ_CHUNK_BYTES = 256 << 10
 _TMP_DIR = ".tmp"
+_TMP_SUFFIX = ".part"
 _BAD_SEGMENTS = frozenset({"", ".", ".."})
 
 
@@ -90,6 +92,15 @@ class FileSystemArtifactStore(ArtifactStore):
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._delete, self._path(key))
 
+    async def sweep_temporary(self, older_than_seconds: float) -> int:
+        """Delete the partial files in `root/.tmp/` last written more than `older_than_seconds` ago.
+
+        A writer flushes every `flush_bytes`, so keep the age well above the longest pause between two flushes
+        (the report timeout, at least): a file swept while still being written fails that attempt's publish.
+        Published artifacts never live in `.tmp/` (no key can address it), so they are never touched.
+        """
+        return await asyncio.to_thread(self._sweep_temporary, time.time() - older_than_seconds)
+
     def _path(self, key: str) -> Path:
         parts = key.split("/")  # an absolute key starts with an empty segment
         if "\\" in key or "\0" in key or parts[0] == _TMP_DIR or any(part in _BAD_SEGMENTS for part in parts):
@@ -113,7 +124,7 @@ class FileSystemArtifactStore(ArtifactStore):
     def _open_temp(self) -> tuple[BinaryIO, Path]:
         temp_dir = self._root / _TMP_DIR
         temp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=temp_dir, suffix=".part")
+        fd, name = tempfile.mkstemp(dir=temp_dir, suffix=_TMP_SUFFIX)
         return os.fdopen(fd, "wb"), Path(name)
 
     def _publish(self, file: BinaryIO, temp: Path, path: Path) -> None:
@@ -130,6 +141,23 @@ class FileSystemArtifactStore(ArtifactStore):
         else:
             raise FileNotFoundError(f"could not publish {path}")
         _fsync_dir(path.parent)
+
+    def _sweep_temporary(self, cutoff: float) -> int:
+        removed = 0
+        try:
+            entries = list(os.scandir(self._root / _TMP_DIR))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.endswith(_TMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # published, discarded or swept by another process meanwhile
+                continue
+        return removed
 
     def _delete(self, path: Path) -> None:
         path.unlink(missing_ok=True)

@@ -43,6 +43,18 @@ class Settings:
     """How many times a job is tried when it fails for a transient reason (the database went away)."""
     worker_concurrency: int = 10
     """Jobs one worker process (or the embedded worker) runs at once."""
+    result_ttl_seconds: int = 86_400
+    """How long a Succeeded job's artifact is kept before the retention sweep deletes it."""
+    max_active_jobs_per_user: int = 10
+    """Queued + Running jobs one user may have; over it, generate answers 429."""
+    lease_seconds: float = 15.0
+    """A Running job whose worker has not renewed its lease for this long is presumed lost and run again."""
+    reconcile_interval_seconds: int = 5
+    """How often lost queue entries and lost workers are looked for."""
+    sweep_interval_seconds: int = 60
+    """How often expired artifacts are deleted."""
+    shutdown_grace_seconds: int = 30
+    """On SIGTERM a worker lets running jobs finish this long, then hands them back to the queue."""
     queue_name: str = "reportgen:queue"
     poll_after_seconds: int = 2
     """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
@@ -88,6 +100,12 @@ class Settings:
             report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", 300.0, float, 0.1, 86_400),
             max_attempts=reader.number("MAX_ATTEMPTS", 3, int, 1, 100),
             worker_concurrency=reader.number("WORKER_CONCURRENCY", 10, int, 1, 1000),
+            result_ttl_seconds=reader.number("RESULT_TTL_SECONDS", 86_400, int, 1, 365 * 86_400),
+            max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", 10, int, 1, 1_000_000),
+            lease_seconds=reader.number("LEASE_SECONDS", 15.0, float, 1.0, 3600.0),
+            reconcile_interval_seconds=reader.period("RECONCILE_INTERVAL_SECONDS", 5),
+            sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS", 60),
+            shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30, int, 0, 3600),
             queue_name=reader.text("QUEUE_NAME") or "reportgen:queue",
             poll_after_seconds=reader.number("POLL_AFTER_SECONDS", 2, int, 1, 3600),
             max_body_bytes=reader.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 1_048_576),
@@ -163,6 +181,15 @@ class _Reader:
             self._bad(name, f"{value} is out of range ({low} to {high})")
             return default
         return number
+
+    def period(self, name: str, default: int) -> int:
+        """A period that a clock-aligned schedule (arq cron) can keep evenly: it divides a minute, an hour or a day."""
+        seconds = self.number(name, default, int, 1, 86_400)
+        unit = 1 if seconds < 60 else 60 if seconds < 3600 else 3600
+        if seconds % unit or (60 if unit == 1 else 3600 if unit == 60 else 86_400) % seconds:
+            self._bad(name, f"{seconds} does not divide a minute, an hour or a day evenly (e.g. 5, 15, 60, 300)")
+            return default
+        return seconds
 
     def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
         value = self.text(name)

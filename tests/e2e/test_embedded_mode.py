@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 def printed_token(process: Process) -> str:
     deadline = time.monotonic() + 10
-    while not (match := re.search(r"Bearer (eyJ[\w.-]+)", process.output())) and time.monotonic() < deadline:
+    while not (match := re.search(r"TOKEN=(eyJ[\w.-]+)", process.output())) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert match, process.output()
     return match.group(1)

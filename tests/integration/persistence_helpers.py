@@ -6,12 +6,13 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -30,6 +31,7 @@ def run_async(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 T0 = datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
 
 
 def fields(entity: object) -> dict[str, Any]:
@@ -72,6 +74,16 @@ def a_job(report: ReportConfiguration, *, created_at: datetime = T0, **changes: 
     for name, value in changes.items():
         setattr(job, name, value)
     return job
+
+
+def started(job: JobExecutionLog, at: datetime = T0) -> JobExecutionLog:
+    """`job`, taken by a worker at `at` with a lease of LEASE."""
+    job.start(at, at + LEASE)
+    return job
+
+
+def a_key_record(job: JobExecutionLog, key: str = "key-1", *, created_at: datetime = T0) -> IdempotencyRecord:
+    return IdempotencyRecord(owner_id=job.owner_id, key=key, fingerprint="f" * 64, job_id=job.id, created_at=created_at)
 
 
 async def store(engine: AsyncEngine, *entities: ReportConfiguration | JobExecutionLog) -> None:

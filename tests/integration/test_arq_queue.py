@@ -1,24 +1,33 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 import pytest
 from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.worker import Retry, Worker
 from redis.asyncio import Redis
 from structlog.contextvars import get_contextvars
 
 from application.errors import QueueUnavailable, StorageUnavailable
-from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
-from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult
-from domain.jobs import ErrorCode, JobStatus
-from domain.reports import ReportConfiguration
-from infrastructure.arq.jobs import RUN_REPORT_JOB, run_report_job, worker_options
+from application.run_report_job import Outcome, RunResult
+from infrastructure.arq.jobs import (
+    RECONCILE,
+    RUN_REPORT_JOB,
+    SWEEP,
+    CronFields,
+    cron_fields,
+    reconcile_jobs,
+    run_report_job,
+    sweep_artifacts,
+    worker_options,
+)
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
-from infrastructure.encoders import ENCODERS
-from tests.fakes import FakeArtifactStore, FakeClock, FakeDatabase, FakeReportDataSource, FakeUnitOfWork
 from tests.services import REDIS_URL, require
 
 pytestmark = pytest.mark.integration
@@ -135,127 +144,240 @@ async def test_a_connection_dropped_by_redis_does_not_fail_the_next_enqueue(
     assert len(await queued_ids(redis)) == 2
 
 
-# The job function run by a real arq worker, in burst mode, with the use case built on fakes.
+async def test_abort_of_an_unknown_attempt_is_a_no_op_that_writes_nothing(queue: ArqJobQueue, redis: ArqRedis) -> None:
+    job_id = uuid4()
+    await queue.enqueue(job_id, attempt=1)
+    started = time.monotonic()
+
+    await queue.abort(uuid4(), 1)
+    await queue.abort(job_id, 2)  # an attempt that was never enqueued
+
+    assert time.monotonic() - started < 0.5
+    assert await redis.zcard(abort_jobs_ss) == 0  # no mark left to abort a later job with that id (arq #485)
+    assert await queued_ids(redis) == [f"{job_id}:1"]
 
 
-@pytest.fixture
-def db(report: ReportConfiguration) -> FakeDatabase:
-    db = FakeDatabase()
-    db.reports[report.id] = report
-    return db
+async def test_abort_with_redis_unreachable_raises_queue_unavailable() -> None:
+    pool = create_redis_pool("redis://127.0.0.1:1/11", queue_name=QUEUE)
+    started = time.monotonic()
+
+    with pytest.raises(QueueUnavailable):
+        await ArqJobQueue(pool, QUEUE).abort(uuid4(), 1)
+
+    assert time.monotonic() - started < 2
+    await pool.aclose()
 
 
-@pytest.fixture
-def report() -> ReportConfiguration:
-    return ReportConfiguration(id=uuid4(), name="Sales", query="SELECT 1 AS n", formats=("csv", "json"))
+# The job functions run by a real arq worker, in burst mode, with a stub in place of the use case.
 
 
-@pytest.fixture
-def source() -> FakeReportDataSource:
-    return FakeReportDataSource(columns=("region", "n"), rows=[("EU", 1), ("US", 2)])
+class StubHandler:
+    """Stands for RunReportJob.execute: records its runs, answers `outcome` or raises `error`, or, with
+    `block`, runs until it is cancelled."""
+
+    def __init__(
+        self, outcome: Outcome = Outcome.SUCCEEDED, *, error: Exception | None = None, block: bool = False
+    ) -> None:
+        self.outcome = outcome
+        self.error = error
+        self.block = block
+        self.runs: list[UUID] = []
+        self.started = asyncio.Event()
+        self.cancelled = False
+        self.log_context: dict[str, object] = {}
+
+    async def __call__(self, job_id: UUID) -> RunResult:
+        self.runs.append(job_id)
+        self.log_context = get_contextvars()
+        self.started.set()
+        if self.error is not None:
+            raise self.error
+        if self.block:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        return RunResult(self.outcome, retry_in_seconds=2.5)
 
 
-@pytest.fixture
-def store() -> FakeArtifactStore:
-    return FakeArtifactStore()
-
-
-@pytest.fixture
-def use_case(db: FakeDatabase, source: FakeReportDataSource, store: FakeArtifactStore) -> RunReportJob:
-    policy = RunPolicy(max_attempts=2, retry_base_delay_seconds=0.01, retry_max_delay_seconds=0.02)
-    return RunReportJob(lambda: FakeUnitOfWork(db), source, store, ENCODERS, FakeClock(), policy)
-
-
-async def initiate(db: FakeDatabase, queue: ArqJobQueue, report: ReportConfiguration) -> UUID:
-    initiate = InitiateAsynchronousReportJob(lambda: FakeUnitOfWork(db), queue, FakeClock())
-    return (await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))).job_id
-
-
-async def run_burst_worker(redis: ArqRedis, use_case: RunReportJob) -> Worker:
+async def run_burst_worker(redis: ArqRedis, ctx: dict[str, Any], *, cron: bool = False) -> Worker:
+    """Run a worker with our options until the queue is empty; without `cron`, the periodic jobs are left out."""
     options = worker_options(max_jobs=4, job_timeout_seconds=10, max_tries=5, queue_name=QUEUE)
-    worker = Worker(
-        **options, redis_pool=redis, burst=True, handle_signals=False, ctx={RUN_REPORT_JOB: use_case.execute}
-    )
+    if not cron:
+        del options["cron_jobs"]
+    worker = Worker(**options, redis_pool=redis, burst=True, handle_signals=False, ctx=ctx)
     async with asyncio.timeout(10):
         await worker.main()
     return worker
 
 
-async def test_worker_runs_the_job_to_succeeded_with_its_artifact(
-    redis: ArqRedis,
-    queue: ArqJobQueue,
-    db: FakeDatabase,
-    report: ReportConfiguration,
-    store: FakeArtifactStore,
-    use_case: RunReportJob,
-) -> None:
-    job_id = await initiate(db, queue, report)
+async def arq_keys(redis: ArqRedis, arq_id: str) -> list[str]:
+    """What arq still holds for a job id: its definition, its in-progress mark, an abort request."""
+    held = [key for key in (job_key_prefix + arq_id, in_progress_key_prefix + arq_id) if await redis.exists(key)]
+    if await redis.zscore(abort_jobs_ss, arq_id) is not None:
+        held.append(abort_jobs_ss)
+    return held
 
-    worker = await run_burst_worker(redis, use_case)
 
-    job = db.jobs[job_id]
-    assert job.status is JobStatus.SUCCEEDED
-    assert job.artifact is not None
-    assert store.files[job.artifact.key] == b"region,n\r\nEU,1\r\nUS,2\r\n"
+async def test_worker_delivers_the_job_id_to_the_handler(queue: ArqJobQueue, redis: ArqRedis) -> None:
+    handler = StubHandler()
+    job_id = uuid4()
+    await queue.enqueue(job_id, attempt=2)
+
+    worker = await run_burst_worker(redis, {RUN_REPORT_JOB: handler})
+
+    assert handler.runs == [job_id]
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
+    assert await queued_ids(redis) == []
+    assert await arq_keys(redis, f"{job_id}:2") == []  # no result kept: the id is free again
+
+
+async def test_abort_of_a_running_attempt_cancels_it_in_the_worker(queue: ArqJobQueue, redis: ArqRedis) -> None:
+    handler = StubHandler(block=True)
+    job_id = uuid4()
+    await queue.enqueue(job_id, attempt=1)
+    worker_task = asyncio.create_task(run_burst_worker(redis, {RUN_REPORT_JOB: handler}))
+    async with asyncio.timeout(5):
+        await handler.started.wait()
+
+    started = time.monotonic()
+    await queue.abort(job_id, 1)
+    assert time.monotonic() - started < 0.5  # no wait for the worker
+    worker = await worker_task
+
+    assert handler.cancelled
+    assert time.monotonic() - started < 2  # seen on the worker's next poll
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (0, 1, 0)  # arq counts it as failed
+    assert await arq_keys(redis, f"{job_id}:1") == []
     assert await queued_ids(redis) == []
 
 
-async def test_transient_failure_is_retried_by_arq_until_retries_are_exhausted(
-    redis: ArqRedis,
-    queue: ArqJobQueue,
-    db: FakeDatabase,
-    report: ReportConfiguration,
-    source: FakeReportDataSource,
-    store: FakeArtifactStore,
-    use_case: RunReportJob,
-) -> None:
-    source.error = StorageUnavailable("the reporting database is down")
-    job_id = await initiate(db, queue, report)
+async def test_abort_of_a_deferred_attempt_drops_it_before_it_starts(queue: ArqJobQueue, redis: ArqRedis) -> None:
+    handler = StubHandler()
+    job_id = uuid4()
+    await queue.enqueue(job_id, attempt=2, delay_seconds=60)
 
-    worker = await run_burst_worker(redis, use_case)
+    await queue.abort(job_id, 2)
+    worker = await run_burst_worker(redis, {RUN_REPORT_JOB: handler})  # does not wait the 60 s: moved up
 
-    job = db.jobs[job_id]
-    assert job.status is JobStatus.FAILED
-    assert job.error is not None
-    assert job.error.code == ErrorCode.RETRIES_EXHAUSTED
-    assert job.attempts == 2
-    assert len(source.calls) == 2
-    assert (worker.jobs_retried, worker.jobs_complete) == (1, 1)
-    assert store.files == {}
-
-
-class RecordingUseCase:
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.log_context: dict[str, object] = {}
-
-    async def execute(self, job_id: UUID) -> RunResult:
-        self.log_context = get_contextvars()
-        return RunResult(self.outcome, retry_in_seconds=2.5)
+    assert handler.runs == []
+    assert worker.jobs_failed == 1
+    assert await arq_keys(redis, f"{job_id}:2") == []
 
 
 async def test_job_function_binds_the_job_id_to_the_log_context_while_it_runs() -> None:
     job_id = str(uuid4())
-    use_case = RecordingUseCase(Outcome.SUCCEEDED)
+    handler = StubHandler(Outcome.SUCCEEDED)
 
-    assert await run_report_job({RUN_REPORT_JOB: use_case.execute, "job_try": 1}, job_id) == "succeeded"
+    assert await run_report_job({RUN_REPORT_JOB: handler, "job_try": 1}, job_id) == "succeeded"
 
-    assert use_case.log_context == {"job_id": job_id}
+    assert handler.log_context == {"job_id": job_id}
     assert "job_id" not in get_contextvars()
 
 
-async def test_job_function_turns_a_retry_outcome_into_an_arq_retry_with_its_delay() -> None:
+async def test_a_retry_outcome_is_not_retried_by_arq(queue: ArqJobQueue, redis: ArqRedis) -> None:
+    handler = StubHandler(Outcome.RETRY)  # the use case has already enqueued the next attempt
+    assert await run_report_job({RUN_REPORT_JOB: handler, "job_try": 1}, str(uuid4())) == "retry"
+
+    await queue.enqueue(uuid4())
+    worker = await run_burst_worker(redis, {RUN_REPORT_JOB: handler})
+
+    assert len(handler.runs) == 2
+    assert (worker.jobs_complete, worker.jobs_retried) == (1, 0)
+    assert await queued_ids(redis) == []
+
+
+async def test_database_down_at_claim_becomes_a_retry_with_backoff() -> None:
+    handler = StubHandler(error=StorageUnavailable("the database is down"))
+
     with pytest.raises(Retry) as raised:
-        await run_report_job({RUN_REPORT_JOB: RecordingUseCase(Outcome.RETRY).execute, "job_try": 1}, str(uuid4()))
-
-    assert raised.value.defer_score == 2500
-
-
-async def test_database_down_at_claim_becomes_a_retry_with_backoff(db: FakeDatabase, use_case: RunReportJob) -> None:
-    db.unavailable = True
-
-    with pytest.raises(Retry) as raised:
-        await run_report_job({RUN_REPORT_JOB: use_case.execute, "job_try": 3}, str(uuid4()))
+        await run_report_job({RUN_REPORT_JOB: handler, "job_try": 3}, str(uuid4()))
 
     assert raised.value.defer_score == 4000
+
+
+# Periodic work: arq cron jobs in every worker.
+
+
+def test_worker_options_schedule_the_reconciler_and_the_sweep() -> None:
+    options = worker_options(
+        max_jobs=4, job_timeout_seconds=10, max_tries=5, queue_name=QUEUE, reconcile_every_seconds=10
+    )
+
+    reconcile, sweep = options["cron_jobs"]
+    assert (reconcile.name, reconcile.minute, reconcile.second) == (
+        "cron:reconcile_jobs",
+        None,
+        {0, 10, 20, 30, 40, 50},
+    )
+    assert (sweep.name, sweep.minute, sweep.second) == ("cron:sweep_artifacts", None, {0})
+    assert (reconcile.run_at_startup, sweep.run_at_startup) == (True, False)
+    assert reconcile.unique
+    assert sweep.unique
+    assert reconcile.timeout_s == sweep.timeout_s == 30
+    assert (reconcile.max_tries, reconcile.keep_result_s) == (1, 0)
+    assert options["allow_abort_jobs"] is True
+
+
+@pytest.mark.parametrize("every", [1, 5, 15, 60, 120, 900, 3600, 21_600, 86_400])
+def test_cron_fields_give_evenly_spaced_runs(every: int) -> None:
+    [job] = worker_options(
+        max_jobs=1, job_timeout_seconds=10, max_tries=1, queue_name=QUEUE, sweep_every_seconds=every
+    )["cron_jobs"][1:]
+    runs = []
+    moment = datetime(2025, 3, 31, 23, 58, 57, tzinfo=UTC)
+    for _ in range(4000 // every + 3):  # across an hour's end, a day's end and a month's end
+        job.calculate_next(moment)
+        assert job.next_run is not None
+        runs.append(moment := job.next_run)
+
+    assert {(later - earlier).total_seconds() for earlier, later in pairwise(runs)} == {every}
+    assert {(run.hour * 3600 + run.minute * 60 + run.second) % every for run in runs} == {0}  # on the grid
+
+
+@pytest.mark.parametrize(
+    ("every", "fields"),
+    [
+        (20, CronFields(second={0, 20, 40})),
+        (600, CronFields(minute={0, 10, 20, 30, 40, 50}, second=0)),
+        (28_800, CronFields(hour={0, 8, 16}, minute=0, second=0)),
+    ],
+)
+def test_cron_fields_per_period(every: int, fields: CronFields) -> None:
+    assert cron_fields(every) == fields
+
+
+@pytest.mark.parametrize("every", [0, -5, 7, 45, 90, 5000, 25_200, 172_800])
+def test_cron_fields_refuse_a_period_that_cannot_be_even(every: int) -> None:
+    with pytest.raises(ValueError, match=r"cannot be scheduled evenly|must be positive"):
+        cron_fields(every)
+
+
+async def test_cron_functions_run_the_ctx_callables_and_return_their_result() -> None:
+    async def reconcile() -> int:
+        return 4
+
+    async def sweep() -> int:
+        raise StorageUnavailable("the database is down")
+
+    assert await reconcile_jobs({RECONCILE: reconcile}) == 4
+    assert await sweep_artifacts({SWEEP: sweep}) is None  # logged; the next tick tries again
+
+
+async def test_a_worker_runs_the_reconciler_at_startup(redis: ArqRedis) -> None:
+    reconciled: list[float] = []
+
+    async def reconcile() -> int:
+        reconciled.append(time.monotonic())
+        return 0
+
+    async def sweep() -> int:
+        return 0
+
+    worker = await run_burst_worker(
+        redis, {RUN_REPORT_JOB: StubHandler(), RECONCILE: reconcile, SWEEP: sweep}, cron=True
+    )
+
+    assert reconciled  # at once, without waiting for a tick
+    assert worker.jobs_failed == 0

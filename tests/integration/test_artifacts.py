@@ -1,6 +1,7 @@
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,39 @@ async def test_delete_is_idempotent_and_removes_the_emptied_directory(
     assert not await store.exists("job-9/attempt-2.csv")
     assert not (tmp_path / "artifacts" / "job-9").exists()
     assert (tmp_path / "artifacts").is_dir()
+
+
+def age(path: Path, seconds: float) -> None:
+    """Set a file's mtime `seconds` into the past."""
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+async def test_sweep_temporary_removes_only_old_temporary_files(store: FileSystemArtifactStore, tmp_path: Path) -> None:
+    async with store.create("job-5/attempt-1.csv") as sink:
+        await sink.write(b"published")
+    age(tmp_path / "artifacts" / "job-5" / "attempt-1.csv", 7200)  # old, but published: never swept
+    temp_dir = tmp_path / "artifacts" / ".tmp"
+    crashed, fresh, foreign = temp_dir / "crashed.part", temp_dir / "fresh.part", temp_dir / "notes.txt"
+    for path in (crashed, fresh, foreign):
+        path.write_bytes(b"partial")
+    nested = temp_dir / "nested.part"
+    nested.mkdir()
+    age(crashed, 7200)
+    age(foreign, 7200)
+    age(nested, 7200)
+
+    async with store.create("job-6/attempt-1.csv") as sink:
+        await sink.write(b"being written")
+        [in_progress] = set(temp_files(tmp_path)) - {crashed, fresh, foreign, nested}
+        assert await store.sweep_temporary(3600) == 1  # a write in progress is fresh: it is left alone
+        assert await store.sweep_temporary(3600) == 0
+        assert in_progress.exists()
+
+    assert sorted(path.name for path in temp_files(tmp_path)) == ["fresh.part", "nested.part", "notes.txt"]
+    assert await read_all(store, "job-5/attempt-1.csv") == b"published"
+    assert await read_all(store, "job-6/attempt-1.csv") == b"being written"
+
+
+async def test_sweep_temporary_with_no_temporary_directory_removes_nothing(store: FileSystemArtifactStore) -> None:
+    assert await store.sweep_temporary(0) == 0

@@ -12,7 +12,7 @@ from application.errors import StorageUnavailable
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_reader import SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import T0, a_job, a_report, fields, store
+from tests.integration.persistence_helpers import a_job, a_report, fields, started, store
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 async def test_reads_a_committed_job_with_every_field(engine: AsyncEngine) -> None:
     report = a_report()
     job = a_job(report)
-    job.start(T0)
+    started(job)
     await store(engine, report, job)
 
     loaded = await SqlAlchemyJobReader(engine).get(job.id)

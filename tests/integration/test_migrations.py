@@ -23,6 +23,7 @@ from tests.integration.persistence_helpers import in_thread
 pytestmark = pytest.mark.integration
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+MAPPED_TABLES = set(metadata.tables)
 
 
 def inspect(url: str, look: Callable[[sa.Connection], object]) -> object:
@@ -50,7 +51,7 @@ def test_every_revision_upgrades_downgrades_and_upgrades_again(empty_database_ur
         in_thread(downgrade, empty_database_url, revision.down_revision or "base")
         in_thread(migrate, empty_database_url, revision.revision)
 
-    assert tables(empty_database_url) == {"reports", "jobs"}
+    assert tables(empty_database_url) == MAPPED_TABLES
     in_thread(downgrade, empty_database_url)
     assert tables(empty_database_url) == set()
 
@@ -59,7 +60,7 @@ def test_migrating_again_changes_nothing(empty_database_url: str) -> None:
     in_thread(migrate, empty_database_url)
     in_thread(migrate, empty_database_url)
 
-    assert tables(empty_database_url) == {"reports", "jobs"}
+    assert tables(empty_database_url) == MAPPED_TABLES
 
 
 def test_the_migrated_schema_matches_the_tables_in_code(empty_database_url: str) -> None:
@@ -68,6 +69,20 @@ def test_the_migrated_schema_matches_the_tables_in_code(empty_database_url: str)
     differences = inspect(empty_database_url, lambda conn: compare_metadata(MigrationContext.configure(conn), metadata))
 
     assert differences == []
+
+
+def test_going_down_to_the_first_revision_keeps_the_jobs_constraints(empty_database_url: str) -> None:
+    in_thread(migrate, empty_database_url)
+    in_thread(downgrade, empty_database_url, "0001")
+
+    checks = inspect(empty_database_url, lambda conn: sa.inspect(conn).get_check_constraints("jobs"))
+    columns = inspect(empty_database_url, lambda conn: sa.inspect(conn).get_columns("jobs"))
+
+    assert isinstance(checks, list)
+    assert isinstance(columns, list)
+    assert {c["name"] for c in checks} == {"ck_jobs_status", "ck_jobs_progress"}
+    assert {"lease_expires_at", "expires_at"}.isdisjoint(c["name"] for c in columns)
+    assert tables(empty_database_url) == {"reports", "jobs"}
 
 
 async def test_processes_that_migrate_postgresql_together_take_turns(empty_pg_url: str) -> None:

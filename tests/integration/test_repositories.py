@@ -1,4 +1,6 @@
-"""The SQL repositories on PostgreSQL and SQLite: round trips, soft delete, optimistic locking, progress."""
+"""The SQL repositories on PostgreSQL and SQLite: round trips, soft delete, optimistic locking, listings.
+
+Leases, heartbeats and the active-job count are in test_leases_and_limits.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from domain.errors import ConcurrentUpdate
 from domain.jobs import ArtifactRef, JobError, JobStatus
 from domain.reports import ParameterType
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import T0, a_job, a_report, fields, load_job, store
+from tests.integration.persistence_helpers import T0, a_job, a_report, fields, load_job, started, store
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +88,8 @@ async def test_a_job_comes_back_with_every_field(engine: AsyncEngine) -> None:
         finished_at=T0 + timedelta(seconds=2),
         error=JobError("REPORT_TIMEOUT", "first attempt timed out"),
         artifact=ArtifactRef(f"{uuid4()}/attempt-2.csv", 5_000_000_000, "ab" * 32),
+        lease_expires_at=T0 + timedelta(seconds=31),
+        expires_at=T0 + timedelta(days=1),
         version=3,
     )
     await store(engine, report, job)
@@ -93,7 +97,8 @@ async def test_a_job_comes_back_with_every_field(engine: AsyncEngine) -> None:
     loaded = await load_job(engine, job)
 
     assert fields(loaded) == fields(job)
-    assert all(t is not None and t.tzinfo is UTC for t in (loaded.created_at, loaded.started_at, loaded.finished_at))
+    times = (loaded.created_at, loaded.started_at, loaded.finished_at, loaded.lease_expires_at, loaded.expires_at)
+    assert all(t is not None and t.tzinfo is UTC for t in times)
     assert isinstance(loaded.parameters["ratio"], float)
     assert isinstance(loaded.parameter_types["since"], ParameterType)
 
@@ -105,7 +110,7 @@ async def test_updating_a_job_bumps_its_version_and_refuses_a_stale_copy(engine:
     stale = await load_job(engine, job)
 
     async with SqlAlchemyUnitOfWork(engine) as uow:
-        job.start(T0)
+        started(job)
         await uow.jobs.update(job)
         await uow.commit()
     stale.cancel(T0)
@@ -129,7 +134,7 @@ async def test_of_two_concurrent_claims_exactly_one_wins(engine: AsyncEngine) ->
             mine = await uow.jobs.get(job.id)
             assert mine is not None
             await both_loaded.wait()
-            mine.start(T0)
+            started(mine)
             try:
                 await uow.jobs.update(mine)
             except ConcurrentUpdate:
@@ -142,28 +147,6 @@ async def test_of_two_concurrent_claims_exactly_one_wins(engine: AsyncEngine) ->
     assert sorted(outcomes) == [False, True]
     stored = await load_job(engine, job)
     assert (stored.status, stored.attempts, stored.version) == (JobStatus.RUNNING, 1, 1)
-
-
-async def test_progress_only_rises_and_only_while_running(engine: AsyncEngine) -> None:
-    report = a_report()
-    job = a_job(report)
-    await store(engine, report, job)
-
-    async def save(percent: int) -> int:
-        copy = await load_job(engine, job)
-        copy.progress = percent
-        async with SqlAlchemyUnitOfWork(engine) as uow:
-            await uow.jobs.save_progress(copy)
-            await uow.commit()
-        return (await load_job(engine, job)).progress
-
-    assert await save(40) == 0  # still Queued
-    async with SqlAlchemyUnitOfWork(engine) as uow:
-        job.start(T0)
-        await uow.jobs.update(job)
-        await uow.commit()
-    assert [await save(40), await save(20), await save(60)] == [40, 40, 60]
-    assert (await load_job(engine, job)).version == 1
 
 
 async def test_unfinished_jobs_are_listed_oldest_first(engine: AsyncEngine) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from application.errors import StorageUnavailable
 from domain.jobs import JobExecutionLog, JobStatus
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import T0, a_job, a_report, load_job, store
+from tests.integration.persistence_helpers import T0, a_job, a_report, load_job, started, store
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +66,7 @@ async def test_a_committed_job_transition_is_kept(engine: AsyncEngine) -> None:
     async with SqlAlchemyUnitOfWork(engine) as uow:
         claimed = await uow.jobs.get(job.id)
         assert claimed is not None
-        claimed.start(T0)
+        started(claimed)
         await uow.jobs.update(claimed)
         await uow.commit()
 
@@ -91,6 +93,17 @@ async def test_an_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Path) 
                 await uow.reports.list()
     finally:
         await engine.dispose()
+        await aiosqlite_threads_stopped()
+
+
+async def aiosqlite_threads_stopped(timeout: float = 2.0) -> None:
+    """aiosqlite stops the worker thread of a connection that failed to open a moment later, from that thread;
+    if this test's event loop closed first, the thread's last call would fail into the next test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+        t.is_alive() and t.name.endswith("(_connection_worker_thread)") for t in threading.enumerate()
+    ):
+        await asyncio.sleep(0.01)
 
 
 async def add_after_losing_the_connection(engine: AsyncEngine) -> None:

@@ -1,8 +1,7 @@
-"""Report jobs: start one (generate), poll its status, download its result."""
+"""Report jobs: poll one's status, cancel it, download its result (generate is in api.controllers.generate)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from inspect import getdoc
 from typing import Annotated, Any
 from uuid import UUID
@@ -11,22 +10,19 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Operation, RequestBody
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import HeaderParameter
 from litestar.response import Stream
 
 from api.auth import AuthenticatedRequest
 from api.errors import problem_responses
-from api.metrics import ApiMetrics
-from api.middleware import request_id_of
-from api.schemas import GenerateIn, JobAccepted, JobErrorOut, JobId, JobStatusOut, JsonBody, ReportId, utc
-from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from api.schemas import JobErrorOut, JobId, JobStatusOut, utc
+from application.cancel_job import CancelJob
 from application.job_queries import GetJobResult, GetJobStatus, JobQuery
-from domain.jobs import JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog
 
 JOB_STATUS_ROUTE = "job-status"
 JOB_RESULT_ROUTE = "job-result"
-_RETRY_AFTER = ResponseHeader(
+RETRY_AFTER = ResponseHeader(
     name="Retry-After",
     documentation_only=True,
     description="Seconds to wait before polling the job status (while it is not terminal).",
@@ -46,18 +42,27 @@ def job_status_out(job: JobExecutionLog, *, status_url: str, result_url: str) ->
         created_at=utc(job.created_at),
         started_at=utc(job.started_at),
         finished_at=utc(job.finished_at),
+        expires_at=utc(job.expires_at),
         error=error,
         status_url=status_url,
         result_url=result_url,
     )
 
 
-def _job_urls(request: AuthenticatedRequest, job_id: UUID) -> dict[str, str]:
+def job_urls(request: AuthenticatedRequest, job_id: UUID) -> dict[str, str]:
     """Absolute URLs by route reversal on the request's base URL."""
     return {
         "status_url": request.url_for(JOB_STATUS_ROUTE, jobId=str(job_id)),
         "result_url": request.url_for(JOB_RESULT_ROUTE, jobId=str(job_id)),
     }
+
+
+def _status_response(
+    request: AuthenticatedRequest, job: JobExecutionLog, poll_after_seconds: int, status_code: int = 200
+) -> Response[JobStatusOut]:
+    """The status body; `Retry-After` while the job is not terminal."""
+    headers = {} if job.is_terminal else {"Retry-After": str(poll_after_seconds)}
+    return Response(job_status_out(job, **job_urls(request, job.id)), status_code=status_code, headers=headers)
 
 
 def _job_query(request: AuthenticatedRequest, job_id: UUID) -> JobQuery:
@@ -71,56 +76,6 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-@dataclass
-class _OptionalBodyOperation(Operation):
-    """Litestar marks every request body required; the generate body may be left out."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.request_body, RequestBody):
-            self.request_body.required = False
-
-
-@post(
-    "/api/v1/reports/{reportId:str}/generate",
-    status_code=202,
-    dto=JsonBody[GenerateIn],
-    return_dto=None,
-    operation_class=_OptionalBodyOperation,
-    tags=["jobs"],
-    summary="Generate a report",
-    description=getdoc(InitiateAsynchronousReportJob),
-    response_headers=[
-        ResponseHeader(name="Location", documentation_only=True, description="The statusUrl."),
-        _RETRY_AFTER,
-    ],
-    responses=problem_responses(400, 401, 404, 409, 413, 422, 503),
-)
-async def generate_report(
-    request: AuthenticatedRequest,
-    report_id: ReportId,
-    initiate_report_job: NamedDependency[InitiateAsynchronousReportJob],
-    metrics: NamedDependency[ApiMetrics],
-    poll_after_seconds: NamedDependency[int],
-    data: JSONBody[GenerateIn | None] = None,
-) -> Response[JobAccepted]:
-    body = data if data is not None else GenerateIn()
-    command = InitiateReportJob(
-        report_id=report_id,
-        user_id=request.user.user_id,
-        parameters=body.parameters,
-        format=body.format,
-        request_id=request_id_of(request.scope),
-    )
-    job_id = (await initiate_report_job.execute(command)).job_id
-    metrics.jobs_submitted.inc()
-    urls = _job_urls(request, job_id)
-    return Response(
-        JobAccepted(job_id=job_id, status=JobStatus.QUEUED, **urls),
-        status_code=202,
-        headers={"Location": urls["status_url"], "Retry-After": str(poll_after_seconds)},
-    )
-
-
 class JobsController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
@@ -130,7 +85,7 @@ class JobsController(Controller):
         name=JOB_STATUS_ROUTE,
         summary="Read a job's status",
         description=getdoc(GetJobStatus),
-        response_headers=[_RETRY_AFTER],
+        response_headers=[RETRY_AFTER],
         responses=problem_responses(400, 401, 404, 503),
     )
     async def status(
@@ -141,8 +96,27 @@ class JobsController(Controller):
         poll_after_seconds: NamedDependency[int],
     ) -> Response[JobStatusOut]:
         job = await get_job_status.execute(_job_query(request, job_id))
-        headers = {} if job.is_terminal else {"Retry-After": str(poll_after_seconds)}
-        return Response(job_status_out(job, **_job_urls(request, job.id)), headers=headers)
+        return _status_response(request, job, poll_after_seconds)
+
+    @post(
+        "/{jobId:str}/cancel",
+        status_code=202,
+        summary="Cancel a job",
+        description="A Queued job becomes Cancelled at once; a Running one is aborted and its worker stops "
+        "within seconds. Answers with the job (status body). A job that has already finished cannot be "
+        "cancelled: 409 with its `jobStatus`. A cancelled job never has a result.",
+        response_headers=[RETRY_AFTER],
+        responses=problem_responses(400, 401, 404, 409, 503),
+    )
+    async def cancel(
+        self,
+        request: AuthenticatedRequest,
+        job_id: JobId,
+        cancel_job: NamedDependency[CancelJob],
+        poll_after_seconds: NamedDependency[int],
+    ) -> Response[JobStatusOut]:
+        job = await cancel_job.execute(_job_query(request, job_id))
+        return _status_response(request, job, poll_after_seconds, status_code=202)
 
     @get(
         "/{jobId:str}/result",

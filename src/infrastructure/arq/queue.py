@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from uuid import UUID
 
 from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.utils import timestamp_ms
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,10 +17,27 @@ from redis.exceptions import RedisError
 from application.errors import QueueUnavailable
 from application.ports import JobQueue
 
+log = logging.getLogger(__name__)
+
 JOB_FUNCTION = "run_report_job"
 CONNECT_TIMEOUT_SECONDS = 1.0
 SOCKET_TIMEOUT_SECONDS = 1.0
 ENQUEUE_TIMEOUT_SECONDS = 2.0
+
+# What `arq.jobs.Job.abort` writes, without its wait for the result, and only for a job that arq holds:
+# KEYS: the job's definition, the queue, arq's abort set; ARGV: the arq job id, now in ms.
+# A deferred job is moved to the front (as arq does), so that a worker drops it at once ("aborted before start").
+_ABORT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then
+    redis.call('ZADD', KEYS[2], 1, ARGV[1])
+end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
 
 
 def arq_job_id(job_id: UUID, attempt: int) -> str:
@@ -47,14 +67,15 @@ class ArqJobQueue(JobQueue):
     """Enqueues `run_report_job(<job id>)` with the arq job id `<job id>:<attempt>`.
 
     A double enqueue of one attempt is a no-op while arq holds that id (waiting, running, or its
-    result kept); another attempt gets a job of its own. Raises QueueUnavailable within about
-    ENQUEUE_TIMEOUT_SECONDS when Redis cannot take the job.
+    result kept); another attempt gets a job of its own. `abort` cancels one attempt through arq's own
+    abort requests. Both raise QueueUnavailable within about ENQUEUE_TIMEOUT_SECONDS when Redis cannot be reached.
     """
 
     def __init__(self, redis: ArqRedis, queue_name: str, *, timeout_seconds: float = ENQUEUE_TIMEOUT_SECONDS) -> None:
         self._redis = redis
         self._queue_name = queue_name
         self._timeout = timeout_seconds
+        self._abort_script = redis.register_script(_ABORT_SCRIPT)
 
     async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
         try:
@@ -68,3 +89,32 @@ class ArqJobQueue(JobQueue):
                 )
         except (RedisError, OSError) as exc:  # OSError covers TimeoutError and refused connections
             raise QueueUnavailable(f"Redis did not take job {job_id}: {type(exc).__name__}") from exc
+
+    async def abort(self, job_id: UUID, attempt: int) -> None:
+        """Ask the worker running that attempt to cancel it (workers need `allow_abort_jobs=True`); returns at once.
+
+        The worker sees the request on its next poll (every `poll_delay`) and cancels the job's task; a job not
+        started yet is dropped when a worker takes it. An id that arq does not hold (unknown, finished) is left
+        alone: nothing is written.
+
+        Why only ids that arq holds: arq keeps abort requests in one sorted set (`arq:abort`, shared by every
+        queue of the Redis database) that it never prunes (arq #290, #405, #485), and a worker aborts any job
+        whose id is in it when the job starts, so a request for an id that is not running would abort a later
+        job with that id. Our ids are per attempt, so a later attempt never reuses one; and check-and-write is
+        one atomic script, so a job ending at that moment either gets the request (its end, or its abort,
+        removes it) or leaves nothing behind. Residual risk: a request outlives its job only if the job's keys
+        vanish without arq's own clean-up (deleted by hand; FLUSHDB takes the request too), and it would then
+        abort that same attempt id if enqueued again, which the reconciler does only for a row still Queued
+        with that attempt next, i.e. a job whose cancel did not commit.
+        """
+        arq_id = arq_job_id(job_id, attempt)
+        keys = (job_key_prefix + arq_id, self._queue_name, abort_jobs_ss)
+        try:
+            async with asyncio.timeout(self._timeout):
+                marked = await self._abort_script(keys=keys, args=(arq_id, timestamp_ms()))
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(f"Redis did not take the abort of job {job_id}: {type(exc).__name__}") from exc
+        if marked:
+            log.info("abort of attempt %d of job %s requested", attempt, job_id)
+        else:
+            log.info("attempt %d of job %s is not in the queue: nothing to abort", attempt, job_id)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from domain.idempotency import IdempotencyRecord
 from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 
@@ -60,6 +61,8 @@ def job_state(job: JobExecutionLog) -> dict[str, Any]:
         "artifact_key": job.artifact.key if job.artifact else None,
         "artifact_size": job.artifact.size if job.artifact else None,
         "artifact_sha256": job.artifact.sha256 if job.artifact else None,
+        "lease_expires_at": job.lease_expires_at,
+        "expires_at": job.expires_at,
     }
 
 
@@ -99,6 +102,8 @@ def row_to_job(row: RowMapping) -> JobExecutionLog:
         error=_error(row),
         artifact=_artifact(row),
         request_id=row["request_id"],
+        lease_expires_at=row["lease_expires_at"],
+        expires_at=row["expires_at"],
         version=row["version"],
     )
 
@@ -113,3 +118,23 @@ def _artifact(row: RowMapping) -> ArtifactRef | None:
     if row["artifact_key"] is None:
         return None
     return ArtifactRef(row["artifact_key"], row["artifact_size"], row["artifact_sha256"])
+
+
+def idempotency_to_row(record: IdempotencyRecord) -> dict[str, Any]:
+    return {
+        "owner_id": record.owner_id,
+        "key": record.key,
+        "fingerprint": record.fingerprint,
+        "job_id": record.job_id,
+        "created_at": record.created_at,
+    }
+
+
+def row_to_idempotency(row: RowMapping) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        owner_id=row["owner_id"],
+        key=row["key"],
+        fingerprint=row["fingerprint"],
+        job_id=row["job_id"],
+        created_at=row["created_at"],
+    )

@@ -86,8 +86,22 @@ jobs = sa.Table(
     sa.Column("artifact_sha256", sa.String(64), nullable=True),
     sa.Column("request_id", sa.String, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("lease_expires_at", UtcDateTime, nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=True),
     sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
-    sa.Index(None, "status", "created_at"),
-    sa.Index(None, "owner_id", "status"),
+    sa.Index(None, "status", "created_at"),  # recovery: unfinished jobs, oldest first
+    sa.Index(None, "owner_id", "status"),  # the per-user count of active jobs
+    sa.Index(None, "status", "expires_at"),  # the retention sweep: Succeeded jobs past expires_at
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("owner_id", sa.String, primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.Uuid, sa.ForeignKey(jobs.c.id, ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index(None, "created_at"),  # the purge of keys past their lifetime
 )

@@ -8,8 +8,9 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.ports import UnitOfWork
-from domain.repositories import JobRepository, ReportRepository
+from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
 from infrastructure.persistence.engine import close_quietly, storage_errors
+from infrastructure.persistence.idempotency import SqlAlchemyIdempotencyRepository
 from infrastructure.persistence.repositories import SqlAlchemyJobRepository, SqlAlchemyReportRepository
 
 
@@ -18,6 +19,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     reports: ReportRepository
     jobs: JobRepository
+    idempotency: IdempotencyRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -35,6 +37,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._conn = conn
         self.reports = SqlAlchemyReportRepository(conn)
         self.jobs = SqlAlchemyJobRepository(conn)
+        self.idempotency = SqlAlchemyIdempotencyRepository(conn)
         return self
 
     async def __aexit__(

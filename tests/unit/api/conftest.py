@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
+from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
@@ -28,8 +30,14 @@ SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 ISSUER = "https://issuer.test"
 AUDIENCE = "reportgen-api"
 POLL_AFTER_SECONDS = 3
+LEASE = timedelta(seconds=30)
+RESULT_TTL = timedelta(days=1)
 
 Client = AsyncTestClient[Litestar]
+STATUS_FIELDS = {
+    "jobId", "reportId", "status", "progress", "format", "parameters", "attempts",
+    "createdAt", "startedAt", "finishedAt", "expiresAt", "error", "statusUrl", "resultUrl",
+}  # fmt: skip
 
 
 @dataclass
@@ -79,12 +87,16 @@ class Backend:
         self.db.jobs[job.id] = job
         return job
 
+    def start(self, job: JobExecutionLog) -> None:
+        job.start(self.clock(), lease_until=self.clock() + LEASE)
+
     def succeed(self, job: JobExecutionLog, content: bytes) -> ArtifactRef:
-        job.start(self.clock())
+        """Run the job to success now; its result expires after RESULT_TTL."""
+        self.start(job)
         key = job.artifact_key()
         self.artifacts.files[key] = content
         artifact = ArtifactRef(key, len(content), hashlib.sha256(content).hexdigest())
-        job.succeed(self.clock(), artifact)
+        job.succeed(self.clock(), artifact, expires_at=self.clock() + RESULT_TTL)
         return artifact
 
 
@@ -93,7 +105,8 @@ def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDe
     deps = ApiDependencies(
         initiate=InitiateAsynchronousReportJob(uow, backend.queue, backend.clock),
         get_status=GetJobStatus(reader),
-        get_result=GetJobResult(reader, backend.artifacts),
+        get_result=GetJobResult(reader, backend.artifacts, backend.clock),
+        cancel=CancelJob(uow, backend.queue, backend.clock),
         create_report=CreateReport(uow, backend.clock),
         update_report=UpdateReport(uow, backend.clock),
         delete_report=DeleteReport(uow),

@@ -6,13 +6,17 @@ import hashlib
 
 import pytest
 
-from tests.unit.api.conftest import NOT_A_UUID, POLL_AFTER_SECONDS, UNKNOWN_ID, Backend, Client
+from tests.unit.api.conftest import (
+    NOT_A_UUID,
+    POLL_AFTER_SECONDS,
+    RESULT_TTL,
+    STATUS_FIELDS,
+    UNKNOWN_ID,
+    Backend,
+    Client,
+)
 
 CSV = b"region,total\r\nEU,12\r\n"
-STATUS_FIELDS = {
-    "jobId", "reportId", "status", "progress", "format", "parameters", "attempts",
-    "createdAt", "startedAt", "finishedAt", "error", "statusUrl", "resultUrl",
-}  # fmt: skip
 
 
 async def test_status_of_a_queued_job_has_the_contract_fields_and_retry_after(
@@ -29,7 +33,8 @@ async def test_status_of_a_queued_job_has_the_contract_fields_and_retry_after(
     assert body == {
         "jobId": str(job.id), "reportId": str(job.report_id), "status": "Queued", "progress": 0, "format": "csv",
         "parameters": {"region": "EU", "since": "2026-01-01"}, "attempts": 0, "createdAt": "2026-11-28T10:00:00Z",
-        "startedAt": None, "finishedAt": None, "error": None, "statusUrl": url, "resultUrl": f"{url}/result",
+        "startedAt": None, "finishedAt": None, "expiresAt": None, "error": None, "statusUrl": url,
+        "resultUrl": f"{url}/result",
     }  # fmt: skip
     assert response.headers["retry-after"] == str(POLL_AFTER_SECONDS)
 
@@ -38,7 +43,7 @@ async def test_status_of_a_terminal_job_has_no_retry_after(
     client: Client, backend: Backend, alice: dict[str, str]
 ) -> None:
     job = backend.add_job(backend.add_report(), owner="alice")
-    job.start(backend.clock())
+    backend.start(job)
     backend.clock.advance(2.5)
     job.fail(backend.clock(), "REPORT_QUERY_FAILED", "The report query failed: division by zero")
 
@@ -150,7 +155,7 @@ async def test_result_before_success_is_409_with_the_job_status(
     client: Client, backend: Backend, alice: dict[str, str]
 ) -> None:
     job = backend.add_job(backend.add_report(), owner="alice")
-    job.start(backend.clock())
+    backend.start(job)
 
     response = await client.get(f"/api/v1/jobs/{job.id}/result", headers=alice)
 
@@ -168,6 +173,35 @@ async def test_result_whose_artifact_is_gone_is_410(client: Client, backend: Bac
 
     assert response.status_code == 410
     assert response.json()["type"] == "urn:reportgen:problem:result-gone"
+
+
+async def test_status_of_a_succeeded_job_says_when_its_result_expires(
+    client: Client, backend: Backend, alice: dict[str, str]
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+
+    body = (await client.get(f"/api/v1/jobs/{job.id}", headers=alice)).json()
+
+    assert (body["status"], body["finishedAt"]) == ("Succeeded", "2026-11-28T10:00:00Z")
+    assert body["expiresAt"] == "2026-11-29T10:00:00Z"
+
+
+async def test_result_past_its_retention_period_is_410_expired(
+    client: Client, backend: Backend, alice: dict[str, str]
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+
+    backend.clock.advance(RESULT_TTL.total_seconds() - 1)
+    before = await client.get(f"/api/v1/jobs/{job.id}/result", headers=alice)
+    backend.clock.advance(1)
+    after = await client.get(f"/api/v1/jobs/{job.id}/result", headers=alice)
+
+    assert before.status_code == 200
+    assert after.status_code == 410
+    assert after.headers["content-type"] == "application/problem+json"
+    assert after.json()["type"] == "urn:reportgen:problem:result-expired"
 
 
 async def test_deleted_report_keeps_its_jobs_and_their_results(

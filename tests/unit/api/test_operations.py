@@ -20,6 +20,7 @@ CONTRACT_ROUTES = {
     ("/api/v1/reports/{reportId}/generate", "post"),
     ("/api/v1/jobs/{jobId}", "get"),
     ("/api/v1/jobs/{jobId}/result", "get"),
+    ("/api/v1/jobs/{jobId}/cancel", "post"),
     ("/health/live", "get"),
     ("/health/ready", "get"),
     ("/metrics", "get"),
@@ -146,6 +147,23 @@ async def test_openapi_document_describes_problem_responses(client: Client) -> N
     assert set(doc["components"]["schemas"]["Problem"]["properties"]) >= {
         "type", "title", "status", "detail", "instance", "requestId", "errors", "jobStatus",
     }  # fmt: skip
+
+
+async def test_openapi_document_describes_the_client_controls(client: Client) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+
+    generate = doc["paths"]["/api/v1/reports/{reportId}/generate"]["post"]
+    [key] = [p for p in generate["parameters"] if p["in"] == "header"]
+    assert (key["name"], key["required"], key["schema"]["maxLength"]) == ("Idempotency-Key", False, 255)
+    assert "Idempotent-Replayed" in generate["responses"]["202"]["headers"]
+    assert "429" in generate["responses"]
+    cancel = doc["paths"]["/api/v1/jobs/{jobId}/cancel"]["post"]
+    assert cancel["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobStatusOut"
+    }
+    assert set(cancel["responses"]) >= {"202", "400", "401", "404", "409", "503"}
+    assert "410" in doc["paths"]["/api/v1/jobs/{jobId}/result"]["get"]["responses"]
+    assert "expiresAt" in doc["components"]["schemas"]["JobStatusOut"]["required"]
 
 
 async def test_docs_page_is_served_at_schema(client: Client) -> None:

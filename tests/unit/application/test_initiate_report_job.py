@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import Callable
 from uuid import uuid4
 
@@ -5,7 +6,14 @@ import pytest
 
 from application.errors import QueueUnavailable, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
-from domain.errors import InvalidParameters, ReportNotAsyncDeliverable, ReportNotFound
+from domain.errors import (
+    IdempotencyKeyReused,
+    InvalidParameters,
+    ReportNotAsyncDeliverable,
+    ReportNotFound,
+    TooManyActiveJobs,
+)
+from domain.idempotency import KEY_LIFETIME
 from domain.jobs import ErrorCode, JobStatus
 from domain.reports import ReportConfiguration
 from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
@@ -71,3 +79,84 @@ async def test_commit_failure_enqueues_nothing(
     with pytest.raises(StorageUnavailable):
         await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
     assert (db.jobs, queue.enqueued) == ({}, [])
+
+
+async def test_same_idempotency_key_and_request_returns_the_first_job(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase, queue: FakeJobQueue
+) -> None:
+    command = InitiateReportJob(report_id=report.id, user_id="alice", parameters={"region": "US"}, idempotency_key="k1")
+    first = await initiate.execute(command)
+    again = await initiate.execute(command)
+    assert (again.job_id, again.replayed, first.replayed) == (first.job_id, True, False)
+    assert len(db.jobs) == 1
+    assert queue.enqueued == [first.job_id]
+
+
+async def test_idempotency_keys_belong_to_one_user(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase
+) -> None:
+    alice = await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice", idempotency_key="k"))
+    bob = await initiate.execute(InitiateReportJob(report_id=report.id, user_id="bob", idempotency_key="k"))
+    assert alice.job_id != bob.job_id
+    assert not bob.replayed
+
+
+async def test_same_idempotency_key_with_another_request_is_refused(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase
+) -> None:
+    await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice", idempotency_key="k1"))
+    with pytest.raises(IdempotencyKeyReused):
+        await initiate.execute(
+            InitiateReportJob(report_id=report.id, user_id="alice", format="json", idempotency_key="k1")
+        )
+    assert len(db.jobs) == 1
+
+
+async def test_idempotency_key_expires_after_its_lifetime(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase, clock: FakeClock
+) -> None:
+    command = InitiateReportJob(report_id=report.id, user_id="alice", idempotency_key="k1")
+    first = await initiate.execute(command)
+    clock.advance(KEY_LIFETIME.total_seconds())
+    second = await initiate.execute(command)
+    assert (second.job_id != first.job_id, second.replayed) == (True, False)
+
+
+async def test_concurrent_requests_with_one_key_create_one_job(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase
+) -> None:
+    command = InitiateReportJob(report_id=report.id, user_id="alice", idempotency_key="same")
+    results = await asyncio.gather(*(initiate.execute(command) for _ in range(5)))
+    assert len({r.job_id for r in results}) == 1
+    assert len(db.jobs) == 1
+
+
+async def test_queue_failure_frees_the_idempotency_key_for_a_retry(
+    initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase, queue: FakeJobQueue
+) -> None:
+    command = InitiateReportJob(report_id=report.id, user_id="alice", idempotency_key="k1")
+    queue.fail = True
+    with pytest.raises(QueueUnavailable):
+        await initiate.execute(command)
+    queue.fail = False
+    retried = await initiate.execute(command)
+    assert not retried.replayed
+    assert db.jobs[retried.job_id].status is JobStatus.QUEUED
+
+
+async def test_user_over_the_active_job_limit_is_refused(
+    uow: Callable[[], FakeUnitOfWork],
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    report: ReportConfiguration,
+    db: FakeDatabase,
+) -> None:
+    limited = InitiateAsynchronousReportJob(uow, queue, clock, max_active_jobs=2)
+    for _ in range(2):
+        await limited.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+    with pytest.raises(TooManyActiveJobs):
+        await limited.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+    await limited.execute(InitiateReportJob(report_id=report.id, user_id="bob"))
+    next(iter(db.jobs.values())).cancel(clock())
+    await limited.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+    assert len(db.jobs) == 4

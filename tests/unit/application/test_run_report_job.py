@@ -1,30 +1,60 @@
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from uuid import UUID
 
 import pytest
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.ports import RowStream
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, estimate_progress
-from domain.jobs import ErrorCode, JobStatus
+from domain.jobs import ArtifactRef, ErrorCode, JobStatus
+from domain.reports import Binding
 from tests.fakes import (
     FakeArtifactStore,
     FakeClock,
     FakeDatabase,
+    FakeJobQueue,
     FakeReportDataSource,
+    FakeRowStream,
     FakeUnitOfWork,
     LinesEncoder,
 )
 
+POLICY = RunPolicy(max_attempts=2, lease_seconds=15, heartbeat_seconds=0.01)
+POLICY_LEASE = timedelta(seconds=POLICY.lease_seconds)
 
-class Ticker:
-    """A monotonic clock that moves one second per reading, so every batch is due a progress report."""
 
-    def __init__(self) -> None:
-        self.t = 0.0
+def _artifact() -> ArtifactRef:
+    return ArtifactRef("k", 1, "sha")
 
-    def __call__(self) -> float:
-        self.t += 1.0
-        return self.t
+
+class SlowSource(FakeReportDataSource):
+    """Yields one row per `pause` seconds, so that heartbeats happen while the job runs."""
+
+    def __init__(self, rows: int = 20, pause: float = 0.005) -> None:
+        super().__init__(columns=("n",), rows=[(i,) for i in range(rows)])
+        self.pause = pause
+        self.started = asyncio.Event()
+
+    def run(
+        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+    ) -> AbstractAsyncContextManager[RowStream]:
+        return self._slow()
+
+    @asynccontextmanager
+    async def _slow(self) -> AsyncIterator[RowStream]:
+        source = self
+
+        class Stream(FakeRowStream):
+            async def batches(self) -> AsyncIterator[Sequence[Sequence[object]]]:
+                source.started.set()
+                for row in self.rows:
+                    await asyncio.sleep(source.pause)
+                    yield [row]
+
+        yield Stream(self.columns, self.rows, estimated_rows=len(self.rows))
 
 
 @pytest.fixture
@@ -37,11 +67,26 @@ def store() -> FakeArtifactStore:
     return FakeArtifactStore()
 
 
+def runner(
+    uow: Callable[[], FakeUnitOfWork],
+    source: FakeReportDataSource,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    policy: RunPolicy = POLICY,
+) -> RunReportJob:
+    return RunReportJob(uow, source, store, {"csv": LinesEncoder}, queue, clock, policy)
+
+
 @pytest.fixture
 def run(
-    uow: Callable[[], FakeUnitOfWork], source: FakeReportDataSource, store: FakeArtifactStore, clock: FakeClock
+    uow: Callable[[], FakeUnitOfWork],
+    source: FakeReportDataSource,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
 ) -> RunReportJob:
-    return RunReportJob(uow, source, store, {"csv": LinesEncoder}, clock, RunPolicy(max_attempts=2), monotonic=Ticker())
+    return runner(uow, source, store, queue, clock)
 
 
 async def test_job_runs_its_query_into_an_artifact_and_succeeds(
@@ -50,31 +95,40 @@ async def test_job_runs_its_query_into_an_artifact_and_succeeds(
     result = await run.execute(job_id)
     job = db.jobs[job_id]
     assert result.outcome is Outcome.SUCCEEDED
-    assert (job.status, job.progress, job.attempts) == (JobStatus.SUCCEEDED, 100, 1)
+    assert (job.status, job.progress, job.attempts, job.lease_expires_at) == (JobStatus.SUCCEEDED, 100, 1, None)
     assert job.artifact is not None
     assert store.files[job.artifact.key] == b"region,n\nEU,0\nEU,1\nEU,2\nEU,3\nEU,4\n"
     assert job.artifact.size == len(store.files[job.artifact.key])
+    assert job.expires_at is not None
+    assert job.finished_at is not None
+    assert (job.expires_at - job.finished_at).total_seconds() == POLICY.result_ttl_seconds
     assert [(b.name, b.value) for b in source.calls[0][1]] == [("region", "EU")]
 
 
-async def test_progress_is_saved_while_running(
-    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource
+async def test_progress_and_lease_are_saved_by_the_heartbeat_while_running(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
 ) -> None:
+    source = SlowSource(rows=30)
     seen: list[int] = []
-    original = FakeUnitOfWork.commit
 
-    async def spy(self: FakeUnitOfWork) -> None:
-        await original(self)
-        seen.append(db.jobs[job_id].progress)
+    async def watch() -> None:
+        await source.started.wait()
+        while db.jobs[job_id].status is JobStatus.RUNNING:
+            seen.append(db.jobs[job_id].progress)
+            assert db.jobs[job_id].lease_expires_at is not None
+            await asyncio.sleep(0.003)
 
-    FakeUnitOfWork.commit = spy  # type: ignore[method-assign]
-    try:
-        await run.execute(job_id)
-    finally:
-        FakeUnitOfWork.commit = original  # type: ignore[method-assign]
+    watcher = asyncio.create_task(watch())
+    await runner(uow, source, store, queue, clock).execute(job_id)
+    await watcher
     assert seen == sorted(seen), "progress never goes down"
-    assert any(0 < p < 100 for p in seen), "some progress was reported before the end"
-    assert seen[-1] == 100
+    assert any(0 < p < 100 for p in seen), "progress was saved before the end"
+    assert db.jobs[job_id].progress == 100
 
 
 @pytest.mark.parametrize(
@@ -107,14 +161,15 @@ async def test_error_midway_publishes_no_artifact(
     assert store.files == {}
 
 
-async def test_transient_error_requeues_until_attempts_run_out(
-    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource
+async def test_transient_error_hands_the_job_back_and_enqueues_the_next_attempt_with_backoff(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource, queue: FakeJobQueue
 ) -> None:
     source.error = StorageUnavailable("reporting database went away")
     first = await run.execute(job_id)
     assert first.outcome is Outcome.RETRY
-    assert first.retry_in_seconds > 0
     assert (db.jobs[job_id].status, db.jobs[job_id].attempts) == (JobStatus.QUEUED, 1)
+    (_, attempt, delay) = queue.deliveries[-1]
+    assert (attempt, delay > 0) == (2, True)
     second = await run.execute(job_id)
     job = db.jobs[job_id]
     assert second.outcome is Outcome.FAILED
@@ -133,27 +188,93 @@ async def test_transient_error_then_success(
     assert (db.jobs[job_id].attempts, db.jobs[job_id].error) == (2, None)
 
 
-async def test_duplicate_delivery_of_a_finished_job_is_skipped(
-    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource
+async def test_duplicate_delivery_of_a_running_or_finished_job_is_skipped(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource, clock: FakeClock
 ) -> None:
-    await run.execute(job_id)
+    db.jobs[job_id].start(clock(), clock.now + POLICY_LEASE)
+    assert (await run.execute(job_id)).outcome is Outcome.SKIPPED, "a Running job with a live lease is someone's"
+    db.jobs[job_id].succeed(clock(), db.jobs[job_id].artifact or _artifact())
     assert (await run.execute(job_id)).outcome is Outcome.SKIPPED
-    assert len(source.calls) == 1
-    assert db.jobs[job_id].attempts == 1
+    assert source.calls == []
+
+
+async def test_running_job_whose_lease_expired_is_taken_over_as_a_new_attempt(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, clock: FakeClock
+) -> None:
+    db.jobs[job_id].start(clock(), clock.now + POLICY_LEASE)
+    clock.advance(POLICY_LEASE.total_seconds())
+    assert (await run.execute(job_id)).outcome is Outcome.SUCCEEDED
+    assert db.jobs[job_id].attempts == 2
+
+
+async def test_lost_worker_in_the_last_attempt_fails_the_job_worker_lost(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, clock: FakeClock
+) -> None:
+    job = db.jobs[job_id]
+    job.start(clock(), clock.now)
+    job.attempts = POLICY.max_attempts
+    clock.advance(1)
+    assert (await run.execute(job_id)).outcome is Outcome.SKIPPED
+    lost = db.jobs[job_id]
+    assert lost.status is JobStatus.FAILED
+    assert lost.error is not None
+    assert lost.error.code == ErrorCode.WORKER_LOST
+
+
+async def test_job_cancelled_while_running_stops_at_the_next_heartbeat_without_a_result(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+) -> None:
+    source = SlowSource(rows=10_000, pause=0.001)
+    task = asyncio.create_task(runner(uow, source, store, queue, clock).execute(job_id))
+    await source.started.wait()
+    db.jobs[job_id].cancel(clock())
+    db.jobs[job_id].version += 1
+    result = await asyncio.wait_for(task, timeout=2)
+    assert result.outcome is Outcome.SKIPPED
+    assert db.jobs[job_id].status is JobStatus.CANCELLED
+    assert store.files == {}
+
+
+async def test_worker_stopped_mid_job_hands_it_back_to_the_queue(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+) -> None:
+    source = SlowSource(rows=10_000, pause=0.001)
+    task = asyncio.create_task(runner(uow, source, store, queue, clock).execute(job_id))
+    await source.started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    job = db.jobs[job_id]
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+    assert job.error is not None
+    assert job.error.code == ErrorCode.WORKER_STOPPED
+    assert queue.deliveries[-1][:2] == (job_id, 2)
+    assert store.files == {}
 
 
 async def test_attempt_that_loses_the_race_drops_its_artifact(
-    run: RunReportJob, job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, clock: FakeClock
+    job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, queue: FakeJobQueue, clock: FakeClock
 ) -> None:
-    class CancelledMidway(FakeReportDataSource):
-        def run(self, query, bindings, timeout_seconds):  # type: ignore[no-untyped-def]
-            db.jobs[job_id].cancel(clock())
-            db.jobs[job_id].version += 1
+    class TakenOverMidway(FakeReportDataSource):
+        def run(
+            self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+        ) -> AbstractAsyncContextManager[RowStream]:
+            db.jobs[job_id].version += 1  # another attempt's write
             return super().run(query, bindings, timeout_seconds)
 
-    racer = RunReportJob(lambda: FakeUnitOfWork(db), CancelledMidway(), store, {"csv": LinesEncoder}, clock)
+    racer = runner(lambda: FakeUnitOfWork(db), TakenOverMidway(), store, queue, clock)
     assert (await racer.execute(job_id)).outcome is Outcome.SKIPPED
-    assert db.jobs[job_id].status is JobStatus.CANCELLED
+    assert db.jobs[job_id].status is JobStatus.RUNNING
     assert store.files == {}
 
 

@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -10,6 +10,7 @@ from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+LEASE = NOW + timedelta(seconds=15)
 ARTIFACT = ArtifactRef("k", 3, "abc")
 
 
@@ -41,7 +42,7 @@ def test_job_cannot_be_queued_for_a_report_not_served_by_the_api() -> None:
 
 def test_happy_path_counts_attempts_and_ends_at_full_progress() -> None:
     job = queued_job()
-    job.start(NOW)
+    job.start(NOW, LEASE)
     assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
     job.succeed(NOW, ARTIFACT)
     assert (job.status, job.progress, job.artifact) == (JobStatus.SUCCEEDED, 100, ARTIFACT)
@@ -50,7 +51,7 @@ def test_happy_path_counts_attempts_and_ends_at_full_progress() -> None:
 @pytest.mark.parametrize("end", ["succeed", "fail", "cancel"])
 def test_terminal_statuses_never_change(end: str) -> None:
     job = queued_job()
-    job.start(NOW)
+    job.start(NOW, LEASE)
     ends: dict[str, Callable[[], None]] = {
         "succeed": lambda: job.succeed(NOW, ARTIFACT),
         "fail": lambda: job.fail(NOW, "X", "x"),
@@ -58,7 +59,7 @@ def test_terminal_statuses_never_change(end: str) -> None:
     }
     ends[end]()
     moves: tuple[Callable[[], None], ...] = (
-        lambda: job.start(NOW),
+        lambda: job.start(NOW, LEASE),
         lambda: job.fail(NOW, "Y", "y"),
         lambda: job.succeed(NOW, ARTIFACT),
         lambda: job.cancel(NOW),
@@ -77,7 +78,7 @@ def test_queued_job_cannot_succeed_without_running() -> None:
 def test_progress_never_decreases_and_stays_below_100_while_running() -> None:
     job = queued_job()
     assert not job.report_progress(10), "a queued job has no progress to report"
-    job.start(NOW)
+    job.start(NOW, LEASE)
     assert job.report_progress(40)
     assert not job.report_progress(30)
     job.report_progress(100)
@@ -86,10 +87,10 @@ def test_progress_never_decreases_and_stays_below_100_while_running() -> None:
 
 def test_requeue_keeps_attempts_and_a_new_attempt_gets_a_new_artifact_key() -> None:
     job = queued_job()
-    job.start(NOW)
+    job.start(NOW, LEASE)
     first_key = job.artifact_key()
     job.requeue()
-    job.start(NOW)
+    job.start(NOW, LEASE)
     assert job.attempts == 2
     assert job.artifact_key() != first_key
 
@@ -104,3 +105,29 @@ def test_visibility_is_owner_or_admin() -> None:
 def test_filename_is_a_safe_slug_of_the_report_name() -> None:
     job = queued_job()
     assert job.filename == f"sales-by-region-{str(job.id)[:8]}.csv"
+
+
+def test_lease_expires_only_for_a_running_job_past_its_lease() -> None:
+    job = queued_job()
+    assert not job.lease_expired(NOW + timedelta(hours=1))
+    job.start(NOW, LEASE)
+    assert not job.lease_expired(LEASE - timedelta(seconds=1))
+    assert job.lease_expired(LEASE)
+    job.renew_lease(LEASE + timedelta(seconds=15))
+    assert not job.lease_expired(LEASE)
+
+
+def test_result_expiry_and_discarded_artifact_keep_the_job_succeeded() -> None:
+    job = queued_job()
+    job.start(NOW, LEASE)
+    job.succeed(NOW, ARTIFACT, expires_at=NOW + timedelta(days=1))
+    assert job.lease_expires_at is None
+    assert not job.result_expired(NOW)
+    assert job.result_expired(NOW + timedelta(days=1))
+    job.discard_artifact()
+    assert (job.status, job.artifact) == (JobStatus.SUCCEEDED, None)
+
+
+def test_only_a_succeeded_job_can_lose_its_artifact() -> None:
+    with pytest.raises(InvalidJobTransition):
+        queued_job().discard_artifact()

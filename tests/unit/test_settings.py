@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from settings import Settings, SettingsError
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = Settings.from_env({})
+    assert settings.embedded
+    assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.seeds_demo
+    assert (settings.result_ttl_seconds, settings.max_active_jobs_per_user) == (86_400, 10)
+
+
+def test_production_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "REPORTGEN_DATABASE_URL": "postgresql+asyncpg://u@db/reportgen",
+            "REPORTGEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REPORTGEN_JWT_SECRET": "x" * 40,
+            "REPORTGEN_REPORT_TIMEOUT_SECONDS": "2.5",
+            "REPORTGEN_LEASE_SECONDS": "3",
+        }
+    )
+    assert not settings.embedded
+    assert not settings.seeds_demo
+    assert (settings.report_timeout_seconds, settings.lease_seconds) == (2.5, 3.0)
+
+
+def test_every_bad_variable_is_named_on_its_own_line() -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env(
+            {
+                "REPORTGEN_DATABASE_URL": "mysql://nope",
+                "REPORTGEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REPORTGEN_JWT_SECRET": "short",
+                "REPORTGEN_MAX_ATTEMPTS": "many",
+                "REPORTGEN_WORKER_CONCURRENCY": "0",
+            }
+        )
+    names = [line.split(":")[0] for line in exc.value.problems]
+    assert names == [
+        "REPORTGEN_DATABASE_URL",
+        "REPORTGEN_JWT_SECRET",
+        "REPORTGEN_MAX_ATTEMPTS",
+        "REPORTGEN_WORKER_CONCURRENCY",
+    ]
+
+
+def test_production_without_any_key_is_refused() -> None:
+    with pytest.raises(SettingsError, match="REPORTGEN_JWT_SECRET or REPORTGEN_JWT_PUBLIC_KEY"):
+        Settings.from_env({"REPORTGEN_REDIS_URL": "redis://127.0.0.1:6379/0"})
+
+
+def test_public_key_may_be_a_path_and_an_unreadable_one_is_named(tmp_path: Path) -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+    (tmp_path / "key.pem").write_text(pem)
+    assert Settings.from_env({"REPORTGEN_JWT_PUBLIC_KEY": str(tmp_path / "key.pem")}).jwt_public_key == pem
+    with pytest.raises(SettingsError, match="REPORTGEN_JWT_PUBLIC_KEY"):
+        Settings.from_env({"REPORTGEN_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("5", True),
+        ("15", True),
+        ("60", True),
+        ("300", True),
+        ("3600", True),
+        ("86400", True),
+        ("7", False),
+        ("45", False),
+        ("90", False),
+    ],
+)
+def test_periodic_intervals_must_fit_a_clock_aligned_schedule(value: str, ok: bool) -> None:
+    env = {"REPORTGEN_RECONCILE_INTERVAL_SECONDS": value}
+    if ok:
+        assert Settings.from_env(env).reconcile_interval_seconds == int(value)
+    else:
+        with pytest.raises(SettingsError, match="REPORTGEN_RECONCILE_INTERVAL_SECONDS"):
+            Settings.from_env(env)
