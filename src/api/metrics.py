@@ -2,6 +2,7 @@
 
 Labels stay bounded: the route is the matched route's *template* (`/api/v1/jobs/{jobId}`), or `unmatched`
 when no route matched; the method is one of the standard methods or `OTHER`; the status is the HTTP code.
+The in-progress gauge sums the live processes when several API processes share one multiprocess directory.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ class ApiMetrics:
             duration=Histogram(
                 "reportgen_http_request_duration_seconds",
                 "Time to answer an HTTP request.",
-                ["method", "route"],
+                ["method", "route"],  # statuses are on the counter; this keeps the bucket series few
                 buckets=_BUCKETS,
                 registry=registry,
             ),
             in_progress=Gauge(
-                "reportgen_http_requests_in_progress", "HTTP requests being answered.", registry=registry
+                "reportgen_http_requests_in_progress",
+                "HTTP requests being answered.",
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
             jobs_submitted=Counter(
                 "reportgen_jobs_submitted", "Report jobs accepted (202) through the API.", registry=registry

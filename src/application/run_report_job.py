@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -122,12 +123,18 @@ class RunReportJob:
             log.info("job skipped: not claimable", extra={"job_id": str(job_id)})
             return RunResult(Outcome.SKIPPED)
         log.info("job started", extra=_context(job))
+        started = time.monotonic()
         try:
             result = await self._run(job)
         except asyncio.CancelledError:
             await asyncio.shield(self._hand_back(job))
             raise
-        log.info("job %s", result.outcome.value, extra=_context(job) | {"outcome": result.outcome.value})
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        log.info(
+            "job %s",
+            result.outcome.value,
+            extra=_context(job) | {"outcome": result.outcome.value, "duration_ms": duration_ms},
+        )
         return result
 
     async def _run(self, job: JobExecutionLog) -> RunResult:

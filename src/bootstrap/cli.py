@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from api.auth import issue_token
 from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, with_dev_secret
-from bootstrap.web import jwt_settings
+from bootstrap.web import MULTIPROCESS_DIR_ENV, jwt_settings, log_format, secrets_of, use_multiprocess_metrics
+from infrastructure.observability import configure_logging
 from settings import Settings, SettingsError
 
 
@@ -46,23 +51,48 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    settings = with_dev_secret(settings)  # a no-op outside the embedded mode
+    configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
     workers = args.workers
     if settings.embedded:
-        settings = with_dev_secret(settings)
         _migrate(settings, args)
         asyncio.run(_seed_demo(settings))
         token = issue_token(jwt_settings(settings), DEV_USER, ["admin"], DEV_TOKEN_TTL_SECONDS)
         print(banner(settings, f"http://{_display_host(args.host)}:{args.port}", token, _demo_report()), flush=True)  # noqa: T201
         workers = 1  # one process holds the in-process worker and the SQLite file
-    Server(
-        "bootstrap.web:create_app",
-        address=args.host,
-        port=args.port,
-        workers=workers,
-        interface=Interfaces.ASGI,
-        factory=True,
-        log_access=False,
-    ).serve()
+    with _metrics_across(workers):
+        Server(
+            "bootstrap.web:create_app",
+            address=args.host,
+            port=args.port,
+            workers=workers,
+            interface=Interfaces.ASGI,
+            factory=True,
+            log_access=False,  # the app writes one line per request itself
+            log_dictconfig=_GRANIAN_LOGS_TO_ROOT,
+        ).serve()
+
+
+# The server's own lines (start, workers spawned, shutdown) go through our handler, so stdout is one format.
+_GRANIAN_LOGS_TO_ROOT = {"loggers": {"_granian": {"handlers": [], "propagate": True}}}
+
+
+@contextmanager
+def _metrics_across(workers: int) -> Iterator[None]:
+    """With several API processes, /metrics must count them all: prometheus-client's multiprocess mode, in
+    PROMETHEUS_MULTIPROC_DIR when set (a directory for this server alone; emptied at start), else a fresh
+    temporary directory that is removed when the server stops."""
+    if workers <= 1:
+        yield
+        return
+    preset = os.environ.get(MULTIPROCESS_DIR_ENV)
+    path = Path(preset) if preset else Path(tempfile.mkdtemp(prefix="reportgen-metrics-"))
+    use_multiprocess_metrics(path)
+    try:
+        yield
+    finally:
+        if not preset:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _display_host(host: str) -> str:

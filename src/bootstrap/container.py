@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from arq.connections import ArqRedis
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.cancel_job import CancelJob
@@ -26,7 +26,13 @@ from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.encoders import ENCODERS
 from infrastructure.inprocess import InProcessJobQueue
-from infrastructure.observability import JobMetrics
+from infrastructure.observability import (
+    JobGauges,
+    JobMetrics,
+    Reconcile,
+    count_unfinished_jobs,
+    register_build_info,
+)
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_reader import SqlAlchemyJobReader
@@ -59,10 +65,24 @@ class Container:
     list_reports: ListReports
     cancel: CancelJob
     reconcile: ReconcileJobs
+    run_reconcile: Reconcile
+    """ReconcileJobs.execute, counted: what the periodic reconciler calls."""
     sweep: SweepExpiredArtifacts
+    registry: CollectorRegistry
+    """Where this container's metrics are registered (the process's default registry unless overridden)."""
 
     def unit_of_work(self) -> UnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine)
+
+    def job_gauges(self) -> JobGauges:
+        """Gauges of Queued/Running rows and of the queue's length, for a process that samples them periodically."""
+        queue = self.settings.queue_name if self.redis is not None else "in-process"
+        return JobGauges(self.registry, count_unfinished_jobs(self.engine), self._queue_depth, queue)
+
+    async def _queue_depth(self) -> int:
+        if self.redis is not None:
+            return int(await self.redis.zcard(self.settings.queue_name))
+        return self.queue.waiting if isinstance(self.queue, InProcessJobQueue) else 0
 
     async def readiness(self) -> Mapping[str, bool]:
         """Whether each dependency answers within two seconds."""
@@ -110,8 +130,14 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     if settings.redis_url is not None:
         redis = overrides.get("redis") or create_redis_pool(settings.redis_url, queue_name=settings.queue_name)
 
-    def uow() -> UnitOfWork:
+    registry: CollectorRegistry = overrides.get("registry", REGISTRY)
+    metrics = JobMetrics(registry)
+    register_build_info(registry)
+
+    def sql_uow() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
+
+    uow = metrics.observe(sql_uow)  # counts the job transitions each use case commits
 
     artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
     queue: JobQueue = overrides.get("queue") or (
@@ -121,13 +147,14 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     )
     run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, queue, clock, _policy(settings))
     reader = SqlAlchemyJobReader(engine)
+    reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
     return Container(
         settings=settings,
         engine=engine,
         reporting_engine=reporting,
         queue=queue,
         redis=redis,
-        run_job=JobMetrics(overrides.get("registry", REGISTRY)).instrument(run.execute),
+        run_job=metrics.instrument(run.execute),
         initiate=InitiateAsynchronousReportJob(uow, queue, clock, max_active_jobs=settings.max_active_jobs_per_user),
         get_status=GetJobStatus(reader),
         get_result=GetJobResult(reader, artifacts, clock),
@@ -137,8 +164,10 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         delete_report=DeleteReport(uow),
         get_report=GetReport(uow),
         list_reports=ListReports(uow),
-        reconcile=ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts),
+        reconcile=reconcile,
+        run_reconcile=metrics.instrument_reconcile(reconcile.execute),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
+        registry=registry,
     )
 
 

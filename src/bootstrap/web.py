@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Litestar
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Metric, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
@@ -18,7 +21,7 @@ from bootstrap.container import Container, build_container
 from bootstrap.embedded import with_dev_secret
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.observability import configure_logging
-from infrastructure.periodic import run_periodically
+from infrastructure.periodic import PeriodicWork, run_periodically
 from settings import Settings
 
 
@@ -37,12 +40,61 @@ def log_format(settings: Settings) -> str:
     return "console" if settings.embedded and sys.stdout.isatty() else "json"
 
 
+def secrets_of(settings: Settings) -> list[str | None]:
+    """Values no log line may show: the JWT key and the passwords in the configured URLs."""
+    urls = (settings.database_url, settings.reporting_database_url, settings.redis_url)
+    return [settings.jwt_secret, *(urlsplit(url).password for url in urls if url)]
+
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_metrics(path: Path) -> None:
+    """Before `reportgen serve` starts several API processes: each writes its metrics to files under `path`
+    (emptied here, so that counts start at zero with the server) and any of them answers /metrics with the sum.
+
+    prometheus_client is already imported in this process, so its value class is chosen again here; the
+    API processes are forked after this (or spawned, and then read the environment variable)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIR_ENV] = str(path)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def use_single_process_metrics() -> None:
+    """For a `reportgen worker`, which serves its own registry: never write into an API server's directory, even
+    when PROMETHEUS_MULTIPROC_DIR leaked into its environment (a shared environment file)."""
+    if os.environ.pop(MULTIPROCESS_DIR_ENV, None) is not None:
+        values.ValueClass = values.MutexValue
+
+
+class MultiProcessRegistry(CollectorRegistry):
+    """Metrics register here as usual (names are still checked), but what it exposes is what every process of
+    the server wrote under `path`: prometheus_client's multiprocess mode."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._files = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        metrics: Iterable[Metric] = self._files.collect()  # type: ignore[no-untyped-call]
+        return metrics
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The process's default registry; under `reportgen serve --workers N` (N > 1) the multiprocess one."""
+    path = os.environ.get(MULTIPROCESS_DIR_ENV)
+    return MultiProcessRegistry(path) if path else REGISTRY
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True, **overrides: Any) -> Litestar:
     """The API app; in embedded mode its lifespan also runs the in-process worker."""
     settings = with_dev_secret(settings or Settings.from_env(os.environ))
     if configure_logs:
-        configure_logging(fmt=log_format(settings), level=settings.log_level)
-    container = build_container(settings, **overrides)
+        configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
+    registry: CollectorRegistry = overrides.pop("registry", None) or metrics_registry()
+    container = build_container(settings, registry=registry, **overrides)
 
     def lifespan() -> AbstractAsyncContextManager[None]:
         return _run(container)
@@ -60,7 +112,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             list_reports=container.list_reports,
             auth=jwt_settings(settings),
             readiness=container.readiness,
-            registry=overrides.get("registry", REGISTRY),
+            registry=registry,
             lifespan=[lifespan],
             poll_after_seconds=settings.poll_after_seconds,
             max_body_bytes=settings.max_body_bytes,
@@ -75,15 +127,13 @@ async def _run(container: Container) -> AsyncIterator[None]:
         # Embedded mode: this process is the only worker, so it also does what arq cron does for workers.
         settings = container.settings
         await container.queue.start(container.run_job)
-        await container.reconcile.execute(orphan_running=True)
-        periodic = [
-            asyncio.create_task(
-                run_periodically(container.reconcile.execute, settings.reconcile_interval_seconds, name="reconcile")
-            ),
-            asyncio.create_task(
-                run_periodically(container.sweep.execute, settings.sweep_interval_seconds, name="sweep")
-            ),
-        ]
+        await container.run_reconcile(orphan_running=True)
+        every: dict[str, tuple[PeriodicWork, int]] = {
+            "reconcile": (container.run_reconcile, settings.reconcile_interval_seconds),
+            "sweep": (container.sweep.execute, settings.sweep_interval_seconds),
+            "job_gauges": (container.job_gauges().sample, settings.reconcile_interval_seconds),
+        }
+        periodic = [asyncio.create_task(run_periodically(fn, s, name=name)) for name, (fn, s) in every.items()]
     try:
         yield
     finally:
@@ -91,3 +141,6 @@ async def _run(container: Container) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*periodic, return_exceptions=True)
         await container.aclose()
+        if MULTIPROCESS_DIR_ENV in os.environ:
+            # Drop this process's share of the live gauges (requests in progress) as it leaves.
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from bootstrap.container import build_container
-from bootstrap.web import log_format
+from bootstrap.web import log_format, secrets_of, use_single_process_metrics
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
 from infrastructure.observability import configure_logging
+from infrastructure.periodic import run_periodically
 from settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def serve_metrics(port: int) -> Callable[[], None] | None:
+    """Serve the process's default registry on `port` (all interfaces) from a thread; returns how to stop it.
+
+    A port that cannot be bound is logged as an error and the worker runs on: running jobs matters more than
+    exposing metrics, and a scrape target that is down is visible in Prometheus (`up == 0`).
+    """
+    if port == 0:
+        return None
+    try:
+        server, thread = start_http_server(port)
+    except OSError as exc:
+        log.error("worker metrics endpoint not started on port %d: %s", port, exc.strerror or exc)
+        return None
+    log.info("worker metrics endpoint listening on port %d", port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def worker_settings(settings: Settings) -> type:
@@ -18,14 +49,25 @@ def worker_settings(settings: Settings) -> type:
         raise SettingsError(["REPORTGEN_REDIS_URL: required for `reportgen worker` (the arq queue lives in Redis)"])
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        configure_logging(fmt=log_format(settings), level=settings.log_level)
+        configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
+        use_single_process_metrics()
         container = build_container(settings)
         ctx["container"] = container
         ctx[RUN_REPORT_JOB] = container.run_job
-        ctx[RECONCILE] = container.reconcile.execute
+        ctx[RECONCILE] = container.run_reconcile
         ctx[SWEEP] = container.sweep.execute
+        # Every worker samples the gauges itself (arq cron runs each tick on one worker only).
+        sample = container.job_gauges().sample
+        every = settings.reconcile_interval_seconds
+        ctx["job_gauges"] = asyncio.create_task(run_periodically(sample, every, name="job_gauges"))
+        ctx["stop_metrics"] = serve_metrics(settings.worker_metrics_port)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "job_gauges" in ctx:
+            ctx["job_gauges"].cancel()
+            await asyncio.gather(ctx["job_gauges"], return_exceptions=True)
+        if ctx.get("stop_metrics") is not None:
+            ctx["stop_metrics"]()
         if "container" in ctx:
             await ctx["container"].aclose()
 

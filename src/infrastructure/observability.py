@@ -1,21 +1,105 @@
-"""Logging setup: structlog for our lines and for the standard library's, JSON in production."""
+"""Observability at the edges: structlog set-up (JSON lines, secrets redacted) and the Prometheus metrics of jobs.
+
+Prometheus stays out of `application`. Job metrics come from four edges the composition root wires in:
+- `ObservedUnitOfWork`: the job transitions a use case *committed* (started, finished, handed back), read off
+  the saved entity, so any process that moves a job counts it (worker, reconciler, an API cancel);
+- `JobMetrics.instrument`: the worker hook around each delivery (outcome, run time, in progress);
+- `JobMetrics.instrument_reconcile`: what each reconciler run did;
+- `JobGauges.sample`: Queued/Running rows and the queue's length, sampled periodically.
+
+Why one module over 300 lines: it is the one observability module of the layout (STYLE.md); the log pipeline
+and the job metrics share the job vocabulary. Split it into `logs` and `metrics` modules if it grows further.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import importlib.metadata
 import logging
+import re
 import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
 from uuid import UUID
 
+import sqlalchemy as sa
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.ports import UnitOfWork, UnitOfWorkFactory
+from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
+from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
+from domain.repositories import JobRepository
+from infrastructure.persistence.tables import jobs as jobs_table
+
+log = logging.getLogger(__name__)
+
+REDACTED = "[REDACTED]"
+_SENSITIVE_KEY = re.compile(r"authorization|token|secret|passw|cookie|api[_-]?key|credential|private[_-]?key|jwt", re.I)
+_SCRUBS = (  # (cheap substring test, pattern, replacement) applied to every string value of a log line
+    ("eyJ", re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),  # a JWT
+    ("://", re.compile(r"(://[^:/@\s]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),  # a password in a URL
+    (
+        "=",
+        re.compile(r"([?&][^=&\s]*(?:token|secret|passw|key|signature|auth)[^=&\s]*=)[^&\s#\"']+", re.I),
+        rf"\1{REDACTED}",
+    ),
+    ("earer", re.compile(r"(\bBearer\s+)[^\s\"',]+", re.I), rf"\1{REDACTED}"),
+)
+JOB_CLOCK_KEY = "_job_clock"
+"""Context variable bound by the worker hook: when the delivery started (time.monotonic), for `duration_ms`."""
 
 
-def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
+class Redactor:
+    """A structlog processor that keeps secrets out of log lines, whatever code logged them.
+
+    Values under keys such as `authorization`, `token`, `secret` or `password` (nested too) are replaced; in
+    every other string (the message and a rendered traceback included) JWTs, passwords in URLs, values of
+    query parameters such as `?token=`, bearer credentials and the configured `secrets` are replaced.
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True))
+
+    def __call__(self, logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        return {key: REDACTED if _SENSITIVE_KEY.search(key) else self._scrub(value) for key, value in event.items()}
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            for marker, pattern, replacement in _SCRUBS:
+                if marker in value:
+                    value = pattern.sub(replacement, value)
+            return value
+        if isinstance(value, Mapping):
+            return {k: REDACTED if _SENSITIVE_KEY.search(str(k)) else self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(item) for item in value]
+        return value
+
+
+def _job_duration(logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """Give a job's final line (`job succeeded`, ... carries `outcome`) the time since its delivery started."""
+    started = event.pop(JOB_CLOCK_KEY, None)
+    if isinstance(started, float) and "outcome" in event:
+        event.setdefault("duration_ms", round((time.monotonic() - started) * 1000, 1))
+    return event
+
+
+def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
     """Route structlog and stdlib logging to stdout, as JSON lines or as readable console output.
 
-    `fmt` is `json` or `console`; contextvars (request_id, job_id) are merged into every line.
+    `fmt` is `json` or `console`; contextvars (request_id, job_id) are merged into every line, and every line
+    passes the Redactor (with `secrets`, e.g. the JWT key, as known values to hide) just before rendering.
     """
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -29,11 +113,7 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
@@ -42,7 +122,10 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if fmt != "console" else _identity,
+            _job_duration,
+            # Tracebacks become text before the Redactor sees them (also on the console: no secret in a frame).
+            structlog.processors.format_exc_info,
+            Redactor(secrets),
             renderer,
         ],
     )
@@ -59,35 +142,260 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def _identity(logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
-    return event
+def register_build_info(registry: CollectorRegistry) -> None:
+    """`reportgen_build_info{version="..."} 1`, the installed distribution's version (or `unknown`)."""
+    try:
+        version = importlib.metadata.version("reportgen")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    info = Gauge(
+        "reportgen_build_info",
+        "Always 1; the running reportgen version is in the version label.",
+        ["version"],
+        registry=registry,
+        multiprocess_mode="max",
+    )
+    info.labels(version).set(1)
+
+
+_ERROR_CODES = frozenset(code.value for code in ErrorCode)
+_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800)
+_BYTES = tuple(float(4**n * 1024) for n in range(12))  # 1 KiB to 4 GiB
+
+
+def _error_label(job: JobExecutionLog) -> str:
+    """A bounded label: the job's error code if it is one of ours, `none` without an error, `other` otherwise."""
+    if job.error is None:
+        return "none"
+    return job.error.code if job.error.code in _ERROR_CODES else "other"
+
+
+class Reconcile(Protocol):
+    """ReconcileJobs.execute, or a wrapper of it."""
+
+    def __call__(self, *, orphan_running: bool = False) -> Awaitable[Reconciled]: ...
 
 
 class JobMetrics:
-    """Counters of what workers did with jobs, on a given registry (the API's in embedded mode)."""
+    """What happens to jobs, on `registry`: the process's own (in embedded mode the API's, so /metrics has all)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = Counter(
-            "reportgen_job_runs", "Job deliveries handled by a worker, by outcome.", ["outcome"], registry=registry
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        self.started = counter("reportgen_jobs_started", "Job attempts started (a worker claimed the job).")
+        self.finished = counter(
+            "reportgen_jobs_finished",
+            "Jobs that reached a final status, by status and error code.",
+            ["status", "error_code"],
         )
+        self.retries = counter(
+            "reportgen_job_retries",
+            "Running jobs handed back to the queue for another attempt, by reason.",
+            ["error_code"],
+        )
+        self.reconciled = counter(
+            "reportgen_reconciler_jobs",
+            "Jobs the reconciler acted on: enqueued (Queued, enqueue asked again), requeued or failed (lost worker).",
+            ["action"],
+        )
+        self.runs = counter("reportgen_job_runs", "Job deliveries handled by a worker, by outcome.", ["outcome"])
         self.duration = Histogram(
             "reportgen_job_run_duration_seconds",
-            "Time a worker spent on one job delivery.",
+            "Time a worker spent on one job delivery, by outcome.",
+            ["outcome"],
+            buckets=_SECONDS,
             registry=registry,
-            buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+        )
+        self.queue_wait = Histogram(
+            "reportgen_job_queue_wait_seconds",
+            "Time from a job's creation to the start of its first attempt.",
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.artifact_size = Histogram(
+            "reportgen_job_artifact_size_bytes",
+            "Size of the artifacts of Succeeded jobs.",
+            buckets=_BYTES,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "reportgen_job_runs_in_progress",
+            "Job deliveries this process is handling now.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
+    def record(self, job: JobExecutionLog) -> None:
+        """Count a transition that was just committed, from the job as it was saved."""
+        if job.status is JobStatus.RUNNING:  # only a claim (Queued -> Running) saves a job as Running
+            self.started.inc()
+            if job.attempts == 1 and job.started_at is not None:
+                self.queue_wait.observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
+        elif job.status is JobStatus.QUEUED:  # only a hand-back saves a job as Queued (a new one is added)
+            self.retries.labels(_error_label(job)).inc()
+        elif job.status is JobStatus.SUCCEEDED:
+            if job.artifact is not None:  # without one, the retention sweep discarded it: not a transition
+                self.finished.labels(job.status.value, "none").inc()
+                self.artifact_size.observe(job.artifact.size)
+        else:
+            self.finished.labels(job.status.value, _error_label(job)).inc()
+
     def instrument(self, run: JobHandler) -> JobHandler:
-        """Wrap a job handler so that each delivery is counted by its outcome and timed."""
+        """Wrap a job handler: each delivery is counted by outcome, timed, and its log lines can say how long."""
 
         async def instrumented(job_id: UUID) -> RunResult:
-            with self.duration.time():
-                try:
+            started = time.monotonic()
+            outcome = "error"
+            self.in_progress.inc()
+            try:
+                with structlog.contextvars.bound_contextvars(**{JOB_CLOCK_KEY: started}):
                     result = await run(job_id)
-                except Exception:
-                    self.runs.labels("error").inc()
-                    raise
-            self.runs.labels(result.outcome.value).inc()
+                outcome = result.outcome.value
+            except asyncio.CancelledError:  # the worker is stopping: the use case handed the job back
+                outcome = "cancelled"
+                raise
+            finally:
+                self.in_progress.dec()
+                self.runs.labels(outcome).inc()
+                self.duration.labels(outcome).observe(time.monotonic() - started)
             return result
 
         return instrumented
+
+    def instrument_reconcile(self, reconcile: Reconcile) -> Reconcile:
+        async def reconciled(*, orphan_running: bool = False) -> Reconciled:
+            result = await reconcile(orphan_running=orphan_running)
+            for action in ("enqueued", "requeued", "failed"):
+                self.reconciled.labels(action).inc(getattr(result, action))
+            return result
+
+        return reconciled
+
+    def observe(self, uow: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        """A unit-of-work factory whose units count the job transitions they commit."""
+        return lambda: ObservedUnitOfWork(uow(), self.record)
+
+
+class ObservedUnitOfWork(UnitOfWork):
+    """Passes everything to `inner`; after a successful commit, hands each job it saved to `on_commit`."""
+
+    def __init__(self, inner: UnitOfWork, on_commit: Callable[[JobExecutionLog], None]) -> None:
+        self._inner = inner
+        self._on_commit = on_commit
+        self._saved: list[JobExecutionLog] = []
+
+    async def __aenter__(self) -> Self:
+        entered = await self._inner.__aenter__()
+        self.reports, self.idempotency = entered.reports, entered.idempotency
+        self.jobs = _ObservedJobs(entered.jobs, self._saved)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._saved.clear()
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def commit(self) -> None:
+        await self._inner.commit()
+        saved = self._saved[:]
+        self._saved.clear()
+        for job in saved:
+            self._on_commit(job)
+
+
+class _ObservedJobs(JobRepository):
+    def __init__(self, inner: JobRepository, saved: list[JobExecutionLog]) -> None:
+        self._inner = inner
+        self._saved = saved
+
+    async def update(self, job: JobExecutionLog) -> None:
+        await self._inner.update(job)
+        self._saved.append(copy.copy(job))  # as saved: later changes before the commit are not what it commits
+
+    async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        return await self._inner.get(job_id)
+
+    async def add(self, job: JobExecutionLog) -> None:
+        await self._inner.add(job)
+
+    async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
+        return await self._inner.list_unfinished(limit)
+
+    async def list_expired(self, now: datetime, limit: int) -> list[JobExecutionLog]:
+        return await self._inner.list_expired(now, limit)
+
+    async def count_active(self, owner_id: str) -> int:
+        return await self._inner.count_active(owner_id)
+
+    async def heartbeat(self, job: JobExecutionLog) -> bool:
+        return await self._inner.heartbeat(job)
+
+
+JobCounts = Callable[[], Awaitable[Mapping[str, int]]]
+QueueDepth = Callable[[], Awaitable[int]]
+_UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def count_unfinished_jobs(engine: AsyncEngine) -> JobCounts:
+    """Queued and Running rows, counted in one query (served by the index on status)."""
+    query = (
+        sa.select(jobs_table.c.status, sa.func.count())
+        .where(jobs_table.c.status.in_(_UNFINISHED))
+        .group_by(jobs_table.c.status)
+    )
+
+    async def count() -> Mapping[str, int]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return dict.fromkeys(_UNFINISHED, 0) | {str(status): int(n) for status, n in rows}
+
+    return count
+
+
+@dataclass
+class JobGauges:
+    """Gauges of state that lives outside this process, sampled every few seconds by `sample` (never at scrape,
+    which would put a database query and a Redis call on every scrape of every process). On a failed sample
+    the gauges are removed rather than left stale; each worker reports the same global values."""
+
+    registry: CollectorRegistry
+    count_jobs: JobCounts
+    queue_depth: QueueDepth
+    queue_name: str
+    timeout_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        self._jobs = Gauge(
+            "reportgen_jobs",
+            "Unfinished jobs in the database, by status (sampled).",
+            ["status"],
+            registry=self.registry,
+        )
+        self._depth = Gauge(
+            "reportgen_queue_depth",
+            "Entries the job queue holds (sampled): waiting or deferred attempts, and periodic tasks.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self._failing = False
+
+    async def sample(self) -> None:
+        """Refresh the gauges; never raises (a failure is logged once, until a sample succeeds again)."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                counts, depth = await asyncio.gather(self.count_jobs(), self.queue_depth())
+        except Exception as exc:  # an outage of either must not stop the sampling, nor the worker
+            self._jobs.clear()
+            self._depth.clear()
+            if not self._failing:
+                log.warning("job gauges not sampled: %s: %s", type(exc).__name__, exc)
+            self._failing = True
+            return
+        for status, n in counts.items():
+            self._jobs.labels(status).set(n)
+        self._depth.labels(self.queue_name).set(depth)
+        if self._failing:
+            log.info("job gauges sampled again")
+        self._failing = False

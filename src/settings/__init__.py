@@ -56,6 +56,8 @@ class Settings:
     shutdown_grace_seconds: int = 30
     """On SIGTERM a worker lets running jobs finish this long, then hands them back to the queue."""
     queue_name: str = "reportgen:queue"
+    worker_metrics_port: int = 9464
+    """TCP port of a `reportgen worker`'s own Prometheus `/metrics` endpoint (all interfaces); 0 disables it."""
     poll_after_seconds: int = 2
     """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
     max_body_bytes: int = 1_048_576
@@ -107,6 +109,7 @@ class Settings:
             sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS", 60),
             shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30, int, 0, 3600),
             queue_name=reader.text("QUEUE_NAME") or "reportgen:queue",
+            worker_metrics_port=reader.number("WORKER_METRICS_PORT", 9464, int, 0, 65_535),
             poll_after_seconds=reader.number("POLL_AFTER_SECONDS", 2, int, 1, 3600),
             max_body_bytes=reader.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 1_048_576),
             log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console"), "auto"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -96,13 +95,12 @@ async def test_an_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Path) 
         await aiosqlite_threads_stopped()
 
 
-async def aiosqlite_threads_stopped(timeout: float = 2.0) -> None:
+async def aiosqlite_threads_stopped() -> None:
     """aiosqlite stops the worker thread of a connection that failed to open a moment later, from that thread;
     if this test's event loop closed first, the thread's last call would fail into the next test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(
-        t.is_alive() and t.name.endswith("(_connection_worker_thread)") for t in threading.enumerate()
-    ):
+    for _ in range(200):  # at most about two seconds
+        if not any(t.is_alive() and t.name.endswith("(_connection_worker_thread)") for t in threading.enumerate()):
+            return
         await asyncio.sleep(0.01)
 
 
