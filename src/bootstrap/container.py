@@ -26,7 +26,7 @@ from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.encoders import ENCODERS
 from infrastructure.inprocess import InProcessJobQueue
-from infrastructure.observability import (
+from infrastructure.metrics import (
     JobGauges,
     JobMetrics,
     Reconcile,

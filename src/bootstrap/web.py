@@ -20,7 +20,7 @@ from api.auth import JwtSettings
 from bootstrap.container import Container, build_container
 from bootstrap.embedded import with_dev_secret
 from infrastructure.inprocess import InProcessJobQueue
-from infrastructure.observability import configure_logging
+from infrastructure.logs import configure_logging
 from infrastructure.periodic import PeriodicWork, run_periodically
 from settings import Settings
 

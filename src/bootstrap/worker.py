@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 from bootstrap.container import build_container
 from bootstrap.web import log_format, secrets_of, use_single_process_metrics
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
-from infrastructure.observability import configure_logging
+from infrastructure.logs import configure_logging
 from infrastructure.periodic import run_periodically
 from settings import Settings, SettingsError
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from api.app import build_app
 from api.auth import JwtSettings
 from bootstrap.web import create_app
-from infrastructure.observability import JobMetrics, register_build_info
+from infrastructure.metrics import JobMetrics, register_build_info
 from infrastructure.persistence.migrate import migrate
 from settings import Settings
 from tests.unit.api.conftest import Backend, Client, dependencies

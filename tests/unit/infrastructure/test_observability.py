@@ -20,15 +20,8 @@ from application.reconcile_jobs import Reconciled, ReconcileJobs
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult
 from domain.jobs import JobExecutionLog, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
-from infrastructure.observability import (
-    REDACTED,
-    JobGauges,
-    JobMetrics,
-    Redactor,
-    configure_logging,
-    count_unfinished_jobs,
-    register_build_info,
-)
+from infrastructure.logs import REDACTED, Redactor, configure_logging
+from infrastructure.metrics import JobGauges, JobMetrics, count_unfinished_jobs, register_build_info
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.tables import metadata
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork

@@ -1,30 +1,23 @@
-"""Observability at the edges: structlog set-up (JSON lines, secrets redacted) and the Prometheus metrics of jobs.
+"""The Prometheus metrics of jobs, at the edges (Prometheus stays out of `application`).
 
-Prometheus stays out of `application`. Job metrics come from four edges the composition root wires in:
+Job metrics come from four edges the composition root wires in:
 - `ObservedUnitOfWork`: the job transitions a use case *committed* (started, finished, handed back), read off
   the saved entity, so any process that moves a job counts it (worker, reconciler, an API cancel);
 - `JobMetrics.instrument`: the worker hook around each delivery (outcome, run time, in progress);
 - `JobMetrics.instrument_reconcile`: what each reconciler run did;
 - `JobGauges.sample`: Queued/Running rows and the queue's length, sampled periodically.
-
-Why one module over 300 lines: it is the one observability module of the layout (STYLE.md); the log pipeline
-and the job metrics share the job vocabulary. Split it into `logs` and `metrics` modules if it grows further.
 """
-
-from __future__ import annotations
 
 import asyncio
 import copy
 import importlib.metadata
 import logging
-import re
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -37,109 +30,10 @@ from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
 from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
 from domain.repositories import JobRepository
+from infrastructure.logs import JOB_CLOCK_KEY
 from infrastructure.persistence.tables import jobs as jobs_table
 
 log = logging.getLogger(__name__)
-
-REDACTED = "[REDACTED]"
-_SENSITIVE_KEY = re.compile(r"authorization|token|secret|passw|cookie|api[_-]?key|credential|private[_-]?key|jwt", re.I)
-_SCRUBS = (  # (cheap substring test, pattern, replacement) applied to every string value of a log line
-    ("eyJ", re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),  # a JWT
-    ("://", re.compile(r"(://[^:/@\s]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),  # a password in a URL
-    (
-        "=",
-        re.compile(r"([?&][^=&\s]*(?:token|secret|passw|key|signature|auth)[^=&\s]*=)[^&\s#\"']+", re.I),
-        rf"\1{REDACTED}",
-    ),
-    ("earer", re.compile(r"(\bBearer\s+)[^\s\"',]+", re.I), rf"\1{REDACTED}"),
-)
-JOB_CLOCK_KEY = "_job_clock"
-"""Context variable bound by the worker hook: when the delivery started (time.monotonic), for `duration_ms`."""
-
-
-class Redactor:
-    """A structlog processor that keeps secrets out of log lines, whatever code logged them.
-
-    Values under keys such as `authorization`, `token`, `secret` or `password` (nested too) are replaced; in
-    every other string (the message and a rendered traceback included) JWTs, passwords in URLs, values of
-    query parameters such as `?token=`, bearer credentials and the configured `secrets` are replaced.
-    """
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True))
-
-    def __call__(self, logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
-        return {key: REDACTED if _SENSITIVE_KEY.search(key) else self._scrub(value) for key, value in event.items()}
-
-    def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            for marker, pattern, replacement in _SCRUBS:
-                if marker in value:
-                    value = pattern.sub(replacement, value)
-            return value
-        if isinstance(value, Mapping):
-            return {k: REDACTED if _SENSITIVE_KEY.search(str(k)) else self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._scrub(item) for item in value]
-        return value
-
-
-def _job_duration(logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
-    """Give a job's final line (`job succeeded`, ... carries `outcome`) the time since its delivery started."""
-    started = event.pop(JOB_CLOCK_KEY, None)
-    if isinstance(started, float) and "outcome" in event:
-        event.setdefault("duration_ms", round((time.monotonic() - started) * 1000, 1))
-    return event
-
-
-def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
-    """Route structlog and stdlib logging to stdout, as JSON lines or as readable console output.
-
-    `fmt` is `json` or `console`; contextvars (request_id, job_id) are merged into every line, and every line
-    passes the Redactor (with `secrets`, e.g. the JWT key, as known values to hide) just before rendering.
-    """
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    renderer: structlog.types.Processor
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    else:
-        renderer = structlog.processors.JSONRenderer()
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _job_duration,
-            # Tracebacks become text before the Redactor sees them (also on the console: no secret in a frame).
-            structlog.processors.format_exc_info,
-            Redactor(secrets),
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # The arq CLI installs a plain-text handler of its own; one format per process is what operators parse.
-    arq_logger = logging.getLogger("arq")
-    arq_logger.handlers.clear()
-    arq_logger.propagate = True
-    for noisy in ("asyncio", "aiosqlite", "sqlalchemy.engine", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def register_build_info(registry: CollectorRegistry) -> None:
