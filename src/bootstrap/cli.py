@@ -119,11 +119,9 @@ async def _seed_demo(settings: Settings) -> None:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
-    from arq.worker import run_worker
+    from bootstrap.worker import run
 
-    from bootstrap.worker import worker_settings
-
-    run_worker(worker_settings(settings))
+    run(settings)
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:

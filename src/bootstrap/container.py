@@ -22,6 +22,7 @@ from application.ports import JobQueue, UnitOfWork
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
+from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.encoders import ENCODERS
@@ -143,7 +144,12 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     queue: JobQueue = overrides.get("queue") or (
         InProcessJobQueue(concurrency=settings.worker_concurrency)
         if redis is None
-        else ArqJobQueue(redis, settings.queue_name)
+        else ArqJobQueue(
+            redis,
+            settings.queue_name,
+            delivery_lock_seconds=max(job_timeout_seconds(settings), PERIODIC_TIMEOUT_SECONDS) + 10,
+            lost_after_seconds=settings.lease_seconds,
+        )
     )
     run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, queue, clock, _policy(settings))
     reader = SqlAlchemyJobReader(engine)
@@ -169,6 +175,11 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
         registry=registry,
     )
+
+
+def job_timeout_seconds(settings: Settings) -> float:
+    """arq's timeout of one job: past the report's statement timeout, so that the query's own timeout fires first."""
+    return settings.report_timeout_seconds + 60
 
 
 def _policy(settings: Settings) -> RunPolicy:

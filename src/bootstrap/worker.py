@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+from arq.worker import run_worker
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
-from bootstrap.container import build_container
+from bootstrap.container import build_container, job_timeout_seconds
 from bootstrap.web import log_format, secrets_of, use_single_process_metrics
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
 from infrastructure.logs import configure_logging
@@ -18,6 +22,7 @@ from infrastructure.periodic import run_periodically
 from settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+RESTART_DELAY_SECONDS = 2.0
 
 
 def serve_metrics(port: int) -> Callable[[], None] | None:
@@ -73,7 +78,7 @@ def worker_settings(settings: Settings) -> type:
 
     options = worker_options(
         max_jobs=settings.worker_concurrency,
-        job_timeout_seconds=settings.report_timeout_seconds + 60,
+        job_timeout_seconds=job_timeout_seconds(settings),
         max_tries=settings.max_attempts + 10,  # database-down retries at claim time use arq tries too
         queue_name=settings.queue_name,
         redis_url=settings.redis_url,
@@ -83,6 +88,24 @@ def worker_settings(settings: Settings) -> type:
     )
     attributes = {**options, "on_startup": on_startup, "on_shutdown": on_shutdown}
     return type("WorkerSettings", (), attributes)
+
+
+def run(settings: Settings) -> None:
+    """`reportgen worker`: run the arq worker; when Redis goes away under it, start the process afresh.
+
+    arq's poll loop lets a refused connection escape and the worker exit (redis-py takes a pooled connection
+    outside its retry policy). Running jobs are handed back to the queue as the worker stops, and the
+    reconciler re-enqueues them once Redis is back. The process then replaces itself (same pid, clean state:
+    metrics, pools, the metrics port) after a pause, and arq's start-up waits for Redis with its own retries.
+    Under `arq bootstrap.worker.WorkerSettings` the process manager's restart policy plays this part (the
+    systemd units restart on failure).
+    """
+    try:
+        run_worker(worker_settings(settings))
+    except (RedisError, OSError) as exc:
+        log.warning("worker lost Redis (%s); starting afresh in %.0f s", exc, RESTART_DELAY_SECONDS)
+        time.sleep(RESTART_DELAY_SECONDS)
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - the same command line this process was started with
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ import logging
 from uuid import UUID
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -63,30 +63,64 @@ def create_redis_pool(url: str, *, queue_name: str) -> ArqRedis:
     return pool
 
 
+# Delete a delivery lock that was taken more than ARGV[2] ms ago, given that arq sets it for ARGV[1] ms.
+_RELEASE_LOST_SCRIPT = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and tonumber(ARGV[1]) - ttl > tonumber(ARGV[2]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class ArqJobQueue(JobQueue):
     """Enqueues `run_report_job(<job id>)` with the arq job id `<job id>:<attempt>`.
 
     A double enqueue of one attempt is a no-op while arq holds that id (waiting, running, or its
     result kept); another attempt gets a job of its own. `abort` cancels one attempt through arq's own
     abort requests. Both raise QueueUnavailable within about ENQUEUE_TIMEOUT_SECONDS when Redis cannot be reached.
+
+    A delivery lost with its worker: arq marks a job it starts as in progress for the longest job timeout
+    plus 10 s (`delivery_lock_seconds`) and will not start it again, nor take it again under the same id,
+    before that lock expires. Our callers enqueue an attempt only while its job row waits for that attempt,
+    and a live worker claims the row within moments of starting it; so when an enqueue finds the attempt
+    locked for longer than `lost_after_seconds`, the worker that took it is gone, and the lock is released
+    for any worker to take the job at its next poll. If the worker was merely slow, both run it and the
+    claim on the job row lets one of them through.
     """
 
-    def __init__(self, redis: ArqRedis, queue_name: str, *, timeout_seconds: float = ENQUEUE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        queue_name: str,
+        *,
+        timeout_seconds: float = ENQUEUE_TIMEOUT_SECONDS,
+        delivery_lock_seconds: float = 370.0,
+        lost_after_seconds: float = 15.0,
+    ) -> None:
         self._redis = redis
         self._queue_name = queue_name
         self._timeout = timeout_seconds
+        self._lock_ms = int(delivery_lock_seconds * 1000)
+        self._lost_after_ms = int(lost_after_seconds * 1000)
         self._abort_script = redis.register_script(_ABORT_SCRIPT)
+        self._release_script = redis.register_script(_RELEASE_LOST_SCRIPT)
 
     async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
+        arq_id = arq_job_id(job_id, attempt)
         try:
             async with asyncio.timeout(self._timeout):
-                await self._redis.enqueue_job(
+                job = await self._redis.enqueue_job(
                     JOB_FUNCTION,
                     str(job_id),
-                    _job_id=arq_job_id(job_id, attempt),
+                    _job_id=arq_id,
                     _queue_name=self._queue_name,
                     _defer_by=delay_seconds or None,
                 )
+                if job is None and await self._release_script(
+                    keys=(in_progress_key_prefix + arq_id,), args=(self._lock_ms, self._lost_after_ms)
+                ):
+                    log.warning("attempt %d of job %s was taken by a worker that is gone; released it", attempt, job_id)
         except (RedisError, OSError) as exc:  # OSError covers TimeoutError and refused connections
             raise QueueUnavailable(f"Redis did not take job {job_id}: {type(exc).__name__}") from exc
 

@@ -1,0 +1,285 @@
+"""Scenarios 5 and 6: two workers racing for duplicated deliveries of the same jobs, and SIGTERM on the API (in-flight
+requests complete) and on a worker (its running job finishes within the grace period or is handed back)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.faults.conftest import (
+    CHECKABLE,
+    SLOW,
+    SLOW_ROWS,
+    TERMINAL,
+    FaultDeployment,
+    Seen,
+    Submitted,
+    artifact_problems,
+    backwards,
+    expected_csv,
+    generate_checkable,
+    poll_status,
+    record,
+    statuses,
+    wait_all,
+    wait_until,
+    watch,
+    watch_until_mid_way,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(100)]
+
+RACING_JOBS = 40
+
+
+def test_two_workers_racing_for_duplicated_deliveries_run_each_job_to_success_once(faults: FaultDeployment) -> None:
+    scenario = "5 two workers, duplicate deliveries"
+    faults.env["REPORTGEN_WORKER_CONCURRENCY"] = "8"
+    faults.up(workers=0)
+    report_id = faults.create_report(CHECKABLE)
+    with faults.client(faults.token("alice")) as alice:
+        jobs = [
+            generate_checkable(alice, report_id, 1 + (i * 7) % 60, 1000 + i, ("csv", "json")[i % 2])
+            for i in range(RACING_JOBS)
+        ]
+        # Every job delivered three times in all, under arq ids of their own, so arq cannot fold them together.
+        faults.enqueue_duplicates([(job.job_id, f"{job.job_id}:dup-{copy}") for job in jobs for copy in "ab"])
+        faults.hold_queue()  # both workers must be polling before any delivery is visible
+        for worker in (faults.start_worker(), faults.start_worker()):
+            faults.wait_started(worker)
+        faults.release_queue()
+        started_at = time.monotonic()
+
+        histories: dict[str, list[Seen]] = {job.job_id: [] for job in jobs}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            for job in jobs:
+                history = histories[job.job_id]
+                if history and history[-1].status in TERMINAL:
+                    continue
+                if (seen := poll_status(alice, job.job_id)) is not None:
+                    history.append(seen)
+            if all(h and h[-1].status in TERMINAL for h in histories.values()):
+                break
+            time.sleep(0.05)
+        finals = Counter(h[-1].status for h in histories.values() if h)
+        assert finals == Counter({"Succeeded": RACING_JOBS}), finals
+        record(
+            scenario, f"{RACING_JOBS} jobs x 3 deliveries, 2 workers -> all Succeeded", time.monotonic() - started_at
+        )
+        going_back = {job_id: backwards(h, requeue_allowed=False) for job_id, h in histories.items()}
+        assert not {job_id: p for job_id, p in going_back.items() if p}, "a status went backwards"
+        assert all(h[-1].attempts == 1 for h in histories.values()), "a duplicate delivery is not a new attempt"
+        assert not artifact_problems(alice, jobs)
+
+    successes = faults.successes()
+    runs = {job.job_id: successes[job.job_id] for job in jobs}
+    assert runs == {job.job_id: 1 for job in jobs}, {k: v for k, v in runs.items() if v != 1}
+    events = faults.worker_events()
+    per_worker = Counter(e["_process"] for e in events if e.get("event") == "job succeeded")
+    skipped = sum(1 for e in events if str(e.get("event", "")).startswith("job skipped"))
+    delivered_to = {
+        job.job_id: {e["_process"] for e in events if job.job_id in str(e.get("event", ""))} for job in jobs
+    }
+    both = sum(1 for workers in delivered_to.values() if len(workers) == 2)
+    record(scenario, "jobs whose deliveries reached both workers", f"{both} of {len(jobs)}", "")
+    record(scenario, "successes per worker", repr(dict(per_worker)), "")
+    record(scenario, "duplicate deliveries skipped (logged)", skipped, "")
+    assert len(per_worker) == 2, f"both workers took part: {per_worker}"
+    assert both, "the duplicate deliveries of some job reached both workers (a real race)"
+
+
+BIG_ROWS = 150_000
+"""About 7 MB of CSV: more than the server's socket send buffer (at most 4 MB here) can take at once, so with a
+small receive window on the client each download is still being written by the server when SIGTERM comes."""
+DOWNLOADS = 6
+RECEIVE_BUFFER = 16_384
+
+
+class Sprayer:
+    """Threads sending generate requests, each on a new connection, until the API stops taking connections."""
+
+    def __init__(self, deployment: FaultDeployment, headers: httpx.Headers, report_id: str, threads: int = 3) -> None:
+        self._deployment = deployment
+        self._headers = headers
+        self._report_id = report_id
+        self._lock = threading.Lock()
+        self._serial = iter(range(10_000))
+        self.accepted: list[Submitted] = []
+        self.failures: list[str] = []
+        self.refused = 0
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        for _ in range(300):
+            with self._lock:
+                seed = next(self._serial)
+            if not self._one(seed):
+                return
+
+    def _one(self, seed: int) -> bool:
+        try:
+            with httpx.Client(base_url=self._deployment.base_url, headers=self._headers, timeout=20) as client:
+                response = client.post(
+                    f"/api/v1/reports/{self._report_id}/generate", json={"parameters": {"rows": 3, "seed": seed}}
+                )
+        except httpx.ConnectError:
+            with self._lock:
+                self.refused += 1  # the listener is closed: this request was never accepted
+            return False
+        except httpx.HTTPError as exc:
+            with self._lock:
+                self.failures.append(f"generate {seed}: {type(exc).__name__}: {exc}")
+            return False
+        with self._lock:
+            if response.status_code == 202:
+                self.accepted.append(Submitted(response.json()["jobId"], 3, seed, "csv"))
+            elif response.status_code != 503:
+                self.failures.append(f"generate {seed}: {response.status_code} {response.text[:200]}")
+        return True
+
+
+Download = tuple[httpx.Response, Iterator[bytes], bytearray]
+
+
+def start_downloads(
+    stack: contextlib.ExitStack, deployment: FaultDeployment, headers: httpx.Headers, url: str
+) -> list[Download]:
+    """Open DOWNLOADS streaming requests, each on its own connection, and read their first chunk."""
+    downloads = []
+    for _ in range(DOWNLOADS):
+        transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)])
+        client = stack.enter_context(
+            httpx.Client(base_url=deployment.base_url, headers=headers, timeout=30, transport=transport)
+        )
+        response = stack.enter_context(client.stream("GET", url))
+        assert response.status_code == 200
+        chunks = response.iter_bytes(16_384)
+        downloads.append((response, chunks, bytearray(next(chunks))))
+    return downloads
+
+
+def finish_downloads(downloads: list[Download], expected: bytes) -> list[str]:
+    """Read every download to its end; what went wrong with each one that is not exactly `expected`."""
+    problems = []
+    for n, (response, chunks, body) in enumerate(downloads):
+        try:
+            for chunk in chunks:
+                body += chunk
+        except httpx.HTTPError as exc:
+            problems.append(f"download {n}: {type(exc).__name__} after {len(body)} bytes")
+            continue
+        if bytes(body) != expected or response.headers["content-length"] != str(len(expected)):
+            problems.append(f"download {n}: {len(body)} of {len(expected)} bytes, or different content")
+    return problems
+
+
+def test_sigterm_on_the_api_lets_in_flight_requests_complete(faults: FaultDeployment) -> None:
+    scenario = "6a SIGTERM on the API"
+    faults.up(workers=1)
+    report_id = faults.create_report(CHECKABLE)
+    with faults.client(faults.token("alice")) as alice:
+        big = generate_checkable(alice, report_id, BIG_ROWS, 5, "csv")
+        assert wait_all(alice, [big.job_id], timeout=60)[big.job_id].status == "Succeeded"
+        sprayer = Sprayer(faults, alice.headers, report_id)
+        expected = expected_csv(BIG_ROWS, 5)
+        api = faults.api
+        with contextlib.ExitStack() as stack:
+            downloads = start_downloads(stack, faults, alice.headers, f"/api/v1/jobs/{big.job_id}/result")
+            sprayer.start()
+            wait_until(lambda: len(sprayer.accepted) >= 5, timeout=10, interval=0.05)  # generates in flight too
+            api.popen.send_signal(signal.SIGTERM)
+            term_at = time.monotonic()
+            incomplete = finish_downloads(downloads, expected)
+            record(scenario, "SIGTERM -> in-flight downloads completed", time.monotonic() - term_at)
+            sprayer.join(30)
+        exit_code = faults.wait_exit(api, timeout=30)
+        record(scenario, f"SIGTERM -> API exited (code {exit_code})", time.monotonic() - term_at)
+        record(scenario, "in-flight downloads of a 16 KB-window client", f"{DOWNLOADS} x {len(expected)} bytes", "")
+        record(
+            scenario,
+            "generates accepted / refused connections / failures",
+            f"{len(sprayer.accepted)} / {sprayer.refused} / {len(sprayer.failures)}",
+            "",
+        )
+        assert not incomplete, incomplete
+        assert not sprayer.failures, sprayer.failures[:10]
+        assert exit_code == 0, f"exit code {exit_code}"
+
+        faults.start_api()  # every job accepted before the shutdown is there and runs
+        faults.wait_ready()
+        last = wait_all(alice, [job.job_id for job in sprayer.accepted], timeout=40)
+        assert len(last) == len(sprayer.accepted), "no accepted job is lost"
+        assert Counter(s.status for s in last.values()) == Counter({"Succeeded": len(sprayer.accepted)})
+        assert not artifact_problems(alice, sprayer.accepted[:20])
+
+
+HANDED_BACK_ROWS = 2800
+"""Some 6 s: seen mid-way after about 2 s, so still far from done when the 1 s grace runs out."""
+
+
+def slow_job_running(client: httpx.Client, report_id: str, rows: int = SLOW_ROWS) -> str:
+    body = {"parameters": {"rows": rows}}
+    job_id: str = client.post(f"/api/v1/reports/{report_id}/generate", json=body).json()["jobId"]
+    watch_until_mid_way(client, job_id)
+    return job_id
+
+
+def test_sigterm_on_a_worker_lets_its_job_finish_within_the_grace_or_hands_it_back(faults: FaultDeployment) -> None:
+    faults.up(workers=0)
+    slow = faults.create_report(SLOW)
+    with faults.client(faults.token("alice")) as alice:
+        # A grace long enough for the running job: it finishes, then the worker exits.
+        scenario = "6c SIGTERM on a worker, grace 30 s"
+        worker = faults.start_worker(REPORTGEN_SHUTDOWN_GRACE_SECONDS="30")
+        finished = slow_job_running(alice, slow)
+        term_at = time.monotonic()
+        exit_code = faults.terminate(worker, timeout=40)
+        record(scenario, f"SIGTERM -> worker exited after its job (code {exit_code})", time.monotonic() - term_at)
+        final = poll_status(alice, finished)
+        assert final is not None
+        assert final.status == "Succeeded", (final.body, faults.log_lines(finished)[-10:])
+        assert final.attempts == 1
+        assert exit_code == 0
+
+        # A grace of 1 s: the job is handed back (Queued, never Failed) and a new worker finishes it.
+        scenario = "6b SIGTERM on a worker, grace 1 s"
+        worker = faults.start_worker(REPORTGEN_SHUTDOWN_GRACE_SECONDS="1")
+        handed = slow_job_running(alice, slow, rows=HANDED_BACK_ROWS)
+        term_at = time.monotonic()
+        exit_code = faults.terminate(worker, timeout=20)
+        exited = time.monotonic() - term_at
+        record(scenario, f"SIGTERM -> worker exited (code {exit_code})", exited)
+        handed_back = poll_status(alice, handed)
+        assert handed_back is not None
+        assert handed_back.status == "Queued", (handed_back.body, faults.log_lines(handed)[-10:])
+        assert exited < 15, "the worker stops after its grace period"
+
+        faults.start_worker()
+        after = watch(alice, handed, TERMINAL, timeout=40)
+        history = [handed_back, *after]
+        assert "Failed" not in statuses(history)
+        final = history[-1]
+        assert final.status == "Succeeded", (statuses(history), final.body)
+        assert final.attempts == 2, final.body
+        assert not backwards(history, requeue_allowed=True), backwards(history, requeue_allowed=True)
+        record(scenario, "SIGTERM -> Succeeded on a new worker", final.at - term_at)
+        assert len(alice.get(f"/api/v1/jobs/{handed}/result").text.splitlines()) == HANDED_BACK_ROWS + 1
+    successes = faults.successes()
+    assert (successes[finished], successes[handed]) == (1, 1)
