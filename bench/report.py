@@ -1,0 +1,184 @@
+"""The one table: every figure beside its reference, ratio and target from issue 4, marked met / MISSED."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Row = dict[str, str]
+COLUMNS = ("figure", "reportgen", "reference", "ratio", "target", "verdict")
+P95_TARGET_MS = {"generate": 100.0, "status": 50.0}
+RSS_LIMIT_MB, RSS_GROWTH, COPY_RATIO, PIPELINE_RATIO = 150.0, 0.20, 0.5, 0.5
+NOISE_PERCENT = 10.0
+"""Above this share of the machine used by processes outside the run (not PostgreSQL/Redis), figures are suspect."""
+
+
+def row(figure: str, mine: str, reference: str = "", ratio: str = "", target: str = "", ok: bool | None = None) -> Row:
+    verdict = "" if ok is None else "met" if ok else "MISSED"
+    return dict(zip(COLUMNS, (figure, mine, reference, ratio, target, verdict), strict=True))
+
+
+def times(ratio: float) -> str:
+    """Truncated, not rounded: 0.497 shows as 0.49x, so that a shown ratio never seems to meet a target it misses."""
+    return f"{math.floor(ratio * 100) / 100:.2f}x"
+
+
+def _ms(r: dict[str, Any]) -> str:
+    return f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f} / {r['p99_ms']:.1f}"
+
+
+def _bad(r: dict[str, Any]) -> int:
+    socket_errors: dict[str, int] = r["socket_errors"]
+    return int(r["non2xx"]) + sum(socket_errors.values()) + int(r.get("warmup_non2xx", 0))
+
+
+def http_rows(http: dict[str, Any]) -> list[Row]:
+    rows = []
+    if not http.get("shapes", {}).get("same", True):
+        rows.append(row("response shapes differ (see JSON)", "", "", "", "same", False))
+    for endpoint in ("generate", "status"):
+        for connections, apps in http.get(endpoint, {}).items():
+            mine, floor, name = apps["reportgen"], apps["floor"], f"{endpoint} c{connections}"
+            ratio = mine["rps"] / floor["rps"]
+            rows.append(
+                row(
+                    f"{name} req/s",
+                    f"{mine['rps']:,.0f}",
+                    f"floor {floor['rps']:,.0f}",
+                    times(ratio),
+                    ">= 1.00x floor",
+                    ratio >= 1.0,
+                )
+            )
+            p95_ok = mine["p95_ms"] < P95_TARGET_MS[endpoint] if connections == "16" else None
+            p95_target = f"p95 < {P95_TARGET_MS[endpoint]:.0f} ms" if connections == "16" else ""
+            rows.append(row(f"{name} p50/p95/p99 ms", _ms(mine), f"floor {_ms(floor)}", "", p95_target, p95_ok))
+            rows.append(
+                row(f"{name} non-2xx+socket errors", str(_bad(mine)), f"floor {_bad(floor)}", "", "0", _bad(mine) == 0)
+            )
+            cpu, floor_cpu = mine["server_cpu_ms_per_request"], floor["server_cpu_ms_per_request"]
+            rows.append(
+                row(
+                    f"{name} server CPU ms/req",
+                    f"{cpu:.2f}",
+                    f"floor {floor_cpu:.2f}",
+                    times(cpu / floor_cpu) if floor_cpu else "",
+                )
+            )
+    return rows
+
+
+def pipeline_rows(p: dict[str, Any]) -> list[Row]:
+    mine, bare = p["reportgen"], p["bare_arq"]
+    return [
+        row(
+            f"pipeline jobs/s ({mine['jobs']:,} jobs)",
+            f"{mine['jobs_per_second']:,.0f}",
+            f"bare arq {bare['jobs_per_second']:,.0f}",
+            times(p["ratio"]),
+            ">= 0.50x bare arq",
+            p["ratio"] >= PIPELINE_RATIO,
+        ),
+        row(
+            "pipeline worker CPU ms/job",
+            f"{mine['worker_cpu_ms_per_job']:.2f}",
+            f"bare arq {bare['worker_cpu_ms_per_job']:.2f}",
+        ),
+        row("pipeline jobs not Succeeded", str(mine["not_succeeded"]), "", "", "0", mine["not_succeeded"] == 0),
+    ]
+
+
+def big_rows(big: dict[str, Any]) -> list[Row]:
+    rows, runs = [], big["runs"]
+    sizes = sorted({run["rows"] for run in runs})
+    for run in runs:
+        copy, label = big["copy"][str(run["rows"])], f"{run['format']} {run['rows']:,} rows"
+        ratio, is_csv = run["ratio_to_copy"], run["format"] == "csv"
+        mine = f"{run['seconds']:.2f} s, {run['rows_per_second']:,}/s"
+        reference = f"COPY {copy['seconds']:.2f} s, {copy['rows_per_second']:,}/s" if "seconds" in copy else "no psql"
+        ok = (ratio is not None and ratio >= COPY_RATIO and run["status"] == "Succeeded") if is_csv else None
+        rows.append(
+            row(
+                f"{label} time, rows/s",
+                mine,
+                reference,
+                times(ratio) if ratio else "",
+                ">= 0.50x COPY" if is_csv else "",
+                ok,
+            )
+        )
+        if run["status"] != "Succeeded":
+            rows.append(row(f"{label} job status", f"{run['status']} {run['error_code']}", "", "", "Succeeded", False))
+        peak, first = run["worker_peak_rss_mb"], _peak(runs, sizes[0], run["format"])
+        growth = peak / first - 1 if first else 0.0
+        largest = run["rows"] == sizes[-1] and len(sizes) > 1
+        rows.append(
+            row(
+                f"{label} worker peak RSS MB",
+                f"{peak:.0f}",
+                f"idle {run['worker_idle_rss_mb']:.0f}",
+                f"{growth:+.0%} vs {sizes[0]:,}" if largest else "",
+                f"< {RSS_LIMIT_MB:.0f}, within +{RSS_GROWTH:.0%}" if largest else f"< {RSS_LIMIT_MB:.0f}",
+                peak < RSS_LIMIT_MB and (not largest or growth <= RSS_GROWTH),
+            )
+        )
+    return rows
+
+
+def _peak(runs: list[dict[str, Any]], rows: int, fmt: str) -> float:
+    return next((r["worker_peak_rss_mb"] for r in runs if r["rows"] == rows and r["format"] == fmt), 0.0)
+
+
+def log_rows(logs: dict[str, dict[str, Any]]) -> list[Row]:
+    errors = sum(entry["errors"] for entry in logs.values())
+    detail = ", ".join(f"{name} {entry['errors']}" for name, entry in logs.items() if entry["errors"]) or "none"
+    warnings = sum(entry["warnings"] for entry in logs.values())
+    return [
+        row("error lines in service logs", str(errors), detail, "", "0", errors == 0),
+        row("warning lines in service logs", str(warnings)),
+    ]
+
+
+def _others(results: dict[str, Any]) -> list[tuple[float, str]]:
+    """(others' CPU %, run) of every measured run."""
+    found = []
+    for endpoint in ("generate", "status"):
+        for connections, apps in results.get("http", {}).get(endpoint, {}).items():
+            found += [(r["others_cpu_percent"], f"{endpoint} c{connections} {app}") for app, r in apps.items()]
+    for name in ("reportgen", "bare_arq"):
+        if "pipeline" in results:
+            found.append((results["pipeline"][name]["others_cpu_percent"], f"pipeline {name}"))
+    for run in results.get("bigreport", {}).get("runs", []):
+        found.append((run["others_cpu_percent"], f"{run['format']} {run['rows']:,} rows"))
+    return found
+
+
+def noise_rows(results: dict[str, Any]) -> list[Row]:
+    found = _others(results)
+    if not found:
+        return []
+    worst, where = max(found)
+    return [
+        row(
+            "others' CPU during a run, max %",
+            f"{worst:.0f}",
+            where,
+            "",
+            f"< {NOISE_PERCENT:.0f} (else rerun)",
+            worst < NOISE_PERCENT,
+        )
+    ]
+
+
+def build(results: dict[str, Any]) -> list[Row]:
+    rows = http_rows(results["http"]) if "http" in results else []
+    rows += pipeline_rows(results["pipeline"]) if "pipeline" in results else []
+    rows += big_rows(results["bigreport"]) if "bigreport" in results else []
+    return rows + log_rows(results.get("logs", {})) + noise_rows(results)
+
+
+def render(rows: list[Row]) -> str:
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
+    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS), "  ".join("-" * widths[c] for c in COLUMNS)]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip() for r in rows]
+    return "\n".join(lines)
