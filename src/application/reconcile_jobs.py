@@ -9,7 +9,7 @@ from datetime import timedelta
 from application.errors import QueueUnavailable
 from application.ports import Clock, JobQueue, UnitOfWorkFactory
 from domain.errors import ConcurrentUpdate
-from domain.jobs import ErrorCode, JobError, JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,7 @@ class ReconcileJobs:
 
     async def _release(self, job: JobExecutionLog) -> JobStatus | None:
         """Requeue or fail a job whose worker is gone; its new status, or None if another writer got there first."""
-        if job.attempts >= self._max_attempts:
-            job.fail(
-                self._clock(),
-                ErrorCode.WORKER_LOST,
-                f"The worker running the report was lost in all {job.attempts} attempts.",
-            )
-        else:
-            job.requeue(JobError(ErrorCode.WORKER_LOST, "The worker running the report was lost; retrying."))
+        job.release_from_lost_worker(self._clock(), self._max_attempts)
         try:
             async with self._uow() as uow:
                 await uow.jobs.update(job)

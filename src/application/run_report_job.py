@@ -177,14 +177,9 @@ class RunReportJob:
         if job.status is JobStatus.RUNNING:
             if not job.lease_expired(now):
                 return False
-            if job.attempts >= self._policy.max_attempts:
-                job.fail(
-                    now,
-                    ErrorCode.WORKER_LOST,
-                    f"The worker running the report was lost in all {job.attempts} attempts.",
-                )
+            job.release_from_lost_worker(now, self._policy.max_attempts)
+            if job.is_terminal:  # failed WORKER_LOST: that is what gets saved
                 return True
-            job.requeue(JobError(ErrorCode.WORKER_LOST, "The worker running the report was lost; retrying."))
         if job.status is not JobStatus.QUEUED:
             return False
         job.start(now, now + timedelta(seconds=self._policy.lease_seconds))

@@ -186,6 +186,15 @@ class JobExecutionLog:
         self.error = reason
         self.lease_expires_at = None
 
+    def release_from_lost_worker(self, now: datetime, max_attempts: int) -> None:
+        """The worker running this job is gone: retry it as a new attempt, or fail it with WORKER_LOST once it
+        has had `max_attempts`."""
+        if self.attempts >= max_attempts:
+            message = f"The worker running the report was lost in all {self.attempts} attempts."
+            self.fail(now, ErrorCode.WORKER_LOST, message)
+        else:
+            self.requeue(JobError(ErrorCode.WORKER_LOST, "The worker running the report was lost; retrying."))
+
     def result_expired(self, now: datetime) -> bool:
         """Succeeded, and its artifact is past the retention period (deleted, or about to be)."""
         return self.expires_at is not None and self.expires_at <= now

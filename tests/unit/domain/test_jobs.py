@@ -131,3 +131,15 @@ def test_result_expiry_and_discarded_artifact_keep_the_job_succeeded() -> None:
 def test_only_a_succeeded_job_can_lose_its_artifact() -> None:
     with pytest.raises(InvalidJobTransition):
         queued_job().discard_artifact()
+
+
+def test_job_of_a_lost_worker_is_retried_until_its_last_attempt_then_failed_worker_lost() -> None:
+    job = queued_job()
+    job.start(NOW, LEASE)
+    job.release_from_lost_worker(NOW, max_attempts=2)
+    first = (job.status, job.error and job.error.code)
+    job.start(NOW, LEASE)
+    job.release_from_lost_worker(NOW, max_attempts=2)
+    second = (job.status, job.error and job.error.code)
+    assert first == (JobStatus.QUEUED, "WORKER_LOST")
+    assert second == (JobStatus.FAILED, "WORKER_LOST")
