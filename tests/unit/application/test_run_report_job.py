@@ -8,7 +8,7 @@ import pytest
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import RowStream
-from application.run_report_job import Outcome, RunPolicy, RunReportJob, estimate_progress
+from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult, estimate_progress
 from domain.jobs import ArtifactRef, ErrorCode, JobStatus
 from domain.reports import Binding
 from tests.fakes import (
@@ -221,17 +221,27 @@ async def test_lost_worker_in_the_last_attempt_fails_the_job_worker_lost(
     assert lost.error.code == ErrorCode.WORKER_LOST
 
 
-async def test_job_cancelled_while_running_stops_at_the_next_heartbeat_without_a_result(
+@pytest.fixture
+async def running(
     uow: Callable[[], FakeUnitOfWork],
     job_id: UUID,
-    db: FakeDatabase,
     store: FakeArtifactStore,
     queue: FakeJobQueue,
     clock: FakeClock,
-) -> None:
+) -> AsyncIterator[asyncio.Task[RunResult]]:
+    """The job running on a slow source, past its first row."""
     source = SlowSource(rows=10_000, pause=0.001)
     task = asyncio.create_task(runner(uow, source, store, queue, clock).execute(job_id))
     await source.started.wait()
+    yield task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_job_cancelled_while_running_stops_at_the_next_heartbeat_without_a_result(
+    running: asyncio.Task[RunResult], job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, clock: FakeClock
+) -> None:
+    task = running
     db.jobs[job_id].cancel(clock())
     db.jobs[job_id].version += 1
     result = await asyncio.wait_for(task, timeout=2)
@@ -241,16 +251,9 @@ async def test_job_cancelled_while_running_stops_at_the_next_heartbeat_without_a
 
 
 async def test_worker_stopped_mid_job_hands_it_back_to_the_queue(
-    uow: Callable[[], FakeUnitOfWork],
-    job_id: UUID,
-    db: FakeDatabase,
-    store: FakeArtifactStore,
-    queue: FakeJobQueue,
-    clock: FakeClock,
+    running: asyncio.Task[RunResult], job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, queue: FakeJobQueue
 ) -> None:
-    source = SlowSource(rows=10_000, pause=0.001)
-    task = asyncio.create_task(runner(uow, source, store, queue, clock).execute(job_id))
-    await source.started.wait()
+    task = running
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
