@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from application.errors import QueueUnavailable, StorageUnavailable
-from application.ports import Clock, IdFactory, JobQueue, UnitOfWork, UnitOfWorkFactory
+from application.job_admission import UnitOfWorkAdmission
+from application.ports import Admission, Clock, IdFactory, JobAdmission, JobQueue, UnitOfWorkFactory
 from domain.errors import (
     ConcurrentUpdate,
     DuplicateIdempotencyKey,
@@ -21,6 +22,9 @@ from domain.idempotency import IdempotencyRecord, fingerprint
 from domain.jobs import ErrorCode, JobExecutionLog
 
 log = logging.getLogger(__name__)
+
+REPORT_READS = 3
+"""How often a request reads its report before it gives up on a report that keeps changing under it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,8 +61,10 @@ class InitiateAsynchronousReportJob:
         clock: Clock,
         new_id: IdFactory = uuid4,
         max_active_jobs: int | None = None,
+        admission: JobAdmission | None = None,
     ) -> None:
         self._uow = uow
+        self._admission = admission or UnitOfWorkAdmission(uow)
         self._queue = queue
         self._clock = clock
         self._new_id = new_id
@@ -95,13 +101,12 @@ class InitiateAsynchronousReportJob:
         return JobInitiated(record.job_id, replayed=True)
 
     async def _create(self, command: InitiateReportJob) -> JobExecutionLog:
-        async with self._uow() as uow:
-            report = await uow.reports.get(command.report_id)
+        for read in range(REPORT_READS):
+            report = await self._admission.report(command.report_id, fresh=read > 0)
             if report is None:
                 raise ReportNotFound(command.report_id)
             report.ensure_async_api_delivery()
             request = report.resolve(command.parameters, command.format)
-            await self._check_active_limit(uow, command.user_id)
             now = self._clock()
             job = JobExecutionLog.queue(
                 job_id=self._new_id(),
@@ -111,16 +116,17 @@ class InitiateAsynchronousReportJob:
                 now=now,
                 request_id=command.request_id,
             )
-            await uow.jobs.add(job)
+            record = None
             if command.idempotency_key is not None:
                 record = IdempotencyRecord(command.user_id, command.idempotency_key, _fingerprint(command), job.id, now)
-                await uow.idempotency.add(record)
-            await uow.commit()
-        return job
-
-    async def _check_active_limit(self, uow: UnitOfWork, user_id: str) -> None:
-        if self._max_active_jobs is not None and await uow.jobs.count_active(user_id) >= self._max_active_jobs:
-            raise TooManyActiveJobs(self._max_active_jobs)
+            admission = await self._admission.admit(
+                job, report=report, max_active=self._max_active_jobs, idempotency=record
+            )
+            if admission is Admission.QUEUED:
+                return job
+            if admission is Admission.TOO_MANY_ACTIVE:
+                raise TooManyActiveJobs(self._max_active_jobs or 0)
+        raise ConcurrentUpdate(command.report_id)  # the report changed on every read
 
     async def _close_unqueued(self, job: JobExecutionLog, command: InitiateReportJob) -> None:
         """Close a job that no worker will hear of; free its idempotency key so that a retry starts afresh."""

@@ -6,12 +6,14 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from enum import Enum
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
+from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
-from domain.reports import Binding
+from domain.reports import Binding, ReportConfiguration
 from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
 
 Clock = Callable[[], datetime]
@@ -44,6 +46,38 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class Admission(Enum):
+    QUEUED = "queued"
+    REPORT_CHANGED = "report_changed"
+    """The report was updated or deleted since it was read: read it afresh and decide again."""
+    TOO_MANY_ACTIVE = "too_many_active"
+
+
+class JobAdmission(Protocol):
+    """Where generate requests become Queued jobs: the reports they name, and the one write that records a job.
+
+    `report` may answer from a cache; `admit` writes only if the report is still as it was read, so a cached
+    report never starts a job that the current one would not. Both raise StorageUnavailable.
+    """
+
+    @abstractmethod
+    async def report(self, report_id: UUID, *, fresh: bool = False) -> ReportConfiguration | None:
+        """The live report (None if unknown or deleted), possibly as cached; `fresh` reads the database."""
+
+    @abstractmethod
+    async def admit(
+        self,
+        job: JobExecutionLog,
+        *,
+        report: ReportConfiguration,
+        max_active: int | None,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> Admission:
+        """Record `job` (and `idempotency`) in one transaction, provided that `report` is still current (neither
+        updated nor deleted since it was read) and that the owner has fewer than `max_active` Queued or Running
+        jobs (exactly, also under concurrent requests). Raises DuplicateIdempotencyKey when the key is taken."""
 
 
 class JobReader(Protocol):

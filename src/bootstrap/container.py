@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
+from application.job_admission import UnitOfWorkAdmission
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import JobQueue, UnitOfWork
@@ -34,6 +35,7 @@ from infrastructure.metrics import (
     count_unfinished_jobs,
     register_build_info,
 )
+from infrastructure.persistence.admission import PostgresJobAdmission
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_reader import SqlAlchemyJobReader
@@ -122,9 +124,10 @@ async def _redis_ok(redis: ArqRedis) -> bool:
 def build_container(settings: Settings, **overrides: Any) -> Container:
     """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock,
     registry)."""
-    engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url)
+    pool = {"pool_size": settings.database_pool_size, "max_overflow": settings.database_pool_size // 2}
+    engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url, **pool)
     reporting = overrides.get("reporting_engine") or (
-        create_engine(settings.reporting_database_url) if settings.reporting_database_url else engine
+        create_engine(settings.reporting_database_url, **pool) if settings.reporting_database_url else engine
     )
     clock = overrides.get("clock", utc_now)
     redis = None
@@ -151,6 +154,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
             lost_after_seconds=settings.lease_seconds,
         )
     )
+    admission = PostgresJobAdmission(engine, UnitOfWorkAdmission(uow)) if engine.dialect.name == "postgresql" else None
     run = RunReportJob(uow, SqlReportDataSource(reporting), artifacts, ENCODERS, queue, clock, _policy(settings))
     reader = SqlAlchemyJobReader(engine)
     reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
@@ -161,7 +165,9 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         queue=queue,
         redis=redis,
         run_job=metrics.instrument(run.execute),
-        initiate=InitiateAsynchronousReportJob(uow, queue, clock, max_active_jobs=settings.max_active_jobs_per_user),
+        initiate=InitiateAsynchronousReportJob(
+            uow, queue, clock, max_active_jobs=settings.max_active_jobs_per_user, admission=admission
+        ),
         get_status=GetJobStatus(reader),
         get_result=GetJobResult(reader, artifacts, clock),
         cancel=CancelJob(uow, queue, clock),

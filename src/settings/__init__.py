@@ -61,6 +61,9 @@ class Settings:
     poll_after_seconds: int = 2
     """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
     max_body_bytes: int = 1_048_576
+    database_pool_size: int = 15
+    """Connections each process keeps open to the service's database; as many again as half of it are opened at
+    peaks. Too few and requests queue for a connection; opening one costs more than most requests."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
@@ -112,6 +115,7 @@ class Settings:
             worker_metrics_port=reader.number("WORKER_METRICS_PORT", 9464, int, 0, 65_535),
             poll_after_seconds=reader.number("POLL_AFTER_SECONDS", 2, int, 1, 3600),
             max_body_bytes=reader.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 1_048_576),
+            database_pool_size=reader.number("DATABASE_POOL_SIZE", 15, int, 1, 1000),
             log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console"), "auto"),
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
             demo=reader.flag("DEMO"),

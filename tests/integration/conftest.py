@@ -104,7 +104,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-async def _emptied(url: str) -> AsyncEngine:
+async def emptied(url: str) -> AsyncEngine:
     engine = create_engine(url)
     async with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
@@ -115,7 +115,7 @@ async def _emptied(url: str) -> AsyncEngine:
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on PostgreSQL, then on SQLite (test ids `postgresql` and `sqlite`), with every table empty."""
-    engine = await _emptied(database_url)
+    engine = await emptied(database_url)
     yield engine
     await engine.dispose()
 
@@ -123,7 +123,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def pg_engine(pg_url: str, sqlite_root: Path) -> AsyncIterator[AsyncEngine]:
     """An engine on the session's PostgreSQL database, with every table empty."""
-    engine = await _emptied(disposable(pg_url, sqlite_root))
+    engine = await emptied(disposable(pg_url, sqlite_root))
     yield engine
     await engine.dispose()
 
@@ -131,6 +131,6 @@ async def pg_engine(pg_url: str, sqlite_root: Path) -> AsyncIterator[AsyncEngine
 @pytest.fixture
 async def sqlite_engine(sqlite_url: str, sqlite_root: Path) -> AsyncIterator[AsyncEngine]:
     """An engine on the session's SQLite file, with every table empty."""
-    engine = await _emptied(disposable(sqlite_url, sqlite_root))
+    engine = await emptied(disposable(sqlite_url, sqlite_root))
     yield engine
     await engine.dispose()

@@ -7,7 +7,8 @@ import logging
 from uuid import UUID
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -63,14 +64,25 @@ def create_redis_pool(url: str, *, queue_name: str) -> ArqRedis:
     return pool
 
 
-# Delete a delivery lock that was taken more than ARGV[2] ms ago, given that arq sets it for ARGV[1] ms.
-_RELEASE_LOST_SCRIPT = """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 and tonumber(ARGV[1]) - ttl > tonumber(ARGV[2]) then
-  return redis.call('DEL', KEYS[1])
+# arq's `enqueue_job` in one round trip instead of three (WATCH, EXISTS, MULTI/EXEC): the same keys, values and
+# expiry, written only if arq holds neither the job nor its result. If it does, and the attempt's delivery lock was
+# taken more than ARGV[6] ms ago (arq sets it for ARGV[5] ms), the worker that took it is gone: release the lock.
+# KEYS: the job's definition, its result, the queue, its in-progress lock.
+# ARGV: arq job id, serialized job, score (ms), expiry of the definition (ms), lock ms, lost-after ms.
+_ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  local ttl = redis.call('PTTL', KEYS[4])
+  if ttl > 0 and tonumber(ARGV[5]) - ttl > tonumber(ARGV[6]) then
+    redis.call('DEL', KEYS[4])
+    return 2
+  end
+  return 0
 end
-return 0
+redis.call('PSETEX', KEYS[1], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
 """
+_RELEASED = 2
 
 
 class ArqJobQueue(JobQueue):
@@ -104,23 +116,24 @@ class ArqJobQueue(JobQueue):
         self._lock_ms = int(delivery_lock_seconds * 1000)
         self._lost_after_ms = int(lost_after_seconds * 1000)
         self._abort_script = redis.register_script(_ABORT_SCRIPT)
-        self._release_script = redis.register_script(_RELEASE_LOST_SCRIPT)
+        self._enqueue_script = redis.register_script(_ENQUEUE_SCRIPT)
 
     async def enqueue(self, job_id: UUID, *, attempt: int = 1, delay_seconds: float = 0) -> None:
         arq_id = arq_job_id(job_id, attempt)
+        enqueued_ms = timestamp_ms()
+        score = enqueued_ms + int(delay_seconds * 1000)
+        payload = serialize_job(
+            JOB_FUNCTION, (str(job_id),), {}, None, enqueued_ms, serializer=self._redis.job_serializer
+        )
+        keys = (job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue_name, in_progress_key_prefix + arq_id)
+        expires_ms = score - enqueued_ms + self._redis.expires_extra_ms
         try:
             async with asyncio.timeout(self._timeout):
-                job = await self._redis.enqueue_job(
-                    JOB_FUNCTION,
-                    str(job_id),
-                    _job_id=arq_id,
-                    _queue_name=self._queue_name,
-                    _defer_by=delay_seconds or None,
+                done = await self._enqueue_script(
+                    keys=keys, args=(arq_id, payload, score, expires_ms, self._lock_ms, self._lost_after_ms)
                 )
-                if job is None and await self._release_script(
-                    keys=(in_progress_key_prefix + arq_id,), args=(self._lock_ms, self._lost_after_ms)
-                ):
-                    log.warning("attempt %d of job %s was taken by a worker that is gone; released it", attempt, job_id)
+            if done == _RELEASED:
+                log.warning("attempt %d of job %s was taken by a worker that is gone; released it", attempt, job_id)
         except (RedisError, OSError) as exc:  # OSError covers TimeoutError and refused connections
             raise QueueUnavailable(f"Redis did not take job {job_id}: {type(exc).__name__}") from exc
 

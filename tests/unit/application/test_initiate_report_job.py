@@ -1,12 +1,16 @@
 import asyncio
 from collections.abc import Callable
-from uuid import uuid4
+from datetime import timedelta
+from uuid import UUID, uuid4
 
 import pytest
 
 from application.errors import QueueUnavailable, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_admission import UnitOfWorkAdmission
+from application.ports import Admission
 from domain.errors import (
+    ConcurrentUpdate,
     IdempotencyKeyReused,
     InvalidParameters,
     ReportNotAsyncDeliverable,
@@ -14,7 +18,7 @@ from domain.errors import (
     TooManyActiveJobs,
 )
 from domain.idempotency import KEY_LIFETIME
-from domain.jobs import ErrorCode, JobStatus
+from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
 from domain.reports import ReportConfiguration
 from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
 
@@ -160,3 +164,69 @@ async def test_user_over_the_active_job_limit_is_refused(
     next(iter(db.jobs.values())).cancel(clock())
     await limited.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
     assert len(db.jobs) == 4
+
+
+class StaleFirstAdmission(UnitOfWorkAdmission):
+    """Serves `stale` for a report until asked for a fresh read, as a process-wide cache would after an edit."""
+
+    def __init__(self, uow: Callable[[], FakeUnitOfWork], stale: ReportConfiguration) -> None:
+        super().__init__(uow)
+        self.stale: ReportConfiguration | None = stale
+        self.reads: list[bool] = []
+
+    async def report(self, report_id: UUID, *, fresh: bool = False) -> ReportConfiguration | None:
+        self.reads.append(fresh)
+        if self.stale is not None and not fresh:
+            return self.stale
+        return await super().report(report_id)
+
+
+async def test_a_report_changed_since_it_was_cached_is_read_afresh_and_the_job_follows_the_current_one(
+    uow: Callable[[], FakeUnitOfWork],
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    report: ReportConfiguration,
+    db: FakeDatabase,
+) -> None:
+    current = report.with_changes(query="SELECT 2 AS current", updated_at=clock() + timedelta(seconds=1))
+    db.reports[report.id] = current
+    admission = StaleFirstAdmission(uow, stale=report)
+    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=admission)
+
+    result = await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+
+    assert admission.reads == [False, True]
+    assert db.jobs[result.job_id].query == "SELECT 2 AS current"
+
+
+async def test_a_report_deleted_since_it_was_cached_is_not_found(
+    uow: Callable[[], FakeUnitOfWork],
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    report: ReportConfiguration,
+    db: FakeDatabase,
+) -> None:
+    del db.reports[report.id]
+    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=StaleFirstAdmission(uow, stale=report))
+
+    with pytest.raises(ReportNotFound):
+        await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+    assert (db.jobs, queue.enqueued) == ({}, [])
+
+
+async def test_a_report_that_changes_on_every_read_ends_in_a_conflict_without_a_job(
+    uow: Callable[[], FakeUnitOfWork],
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    report: ReportConfiguration,
+    db: FakeDatabase,
+) -> None:
+    class AlwaysChanged(UnitOfWorkAdmission):
+        async def admit(self, job: JobExecutionLog, **_: object) -> Admission:
+            return Admission.REPORT_CHANGED
+
+    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=AlwaysChanged(uow))
+
+    with pytest.raises(ConcurrentUpdate):
+        await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
+    assert (db.jobs, queue.enqueued) == ({}, [])

@@ -1,0 +1,89 @@
+"""Job admission on PostgreSQL: report configurations cached in the process, a job recorded in one round trip."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from uuid import UUID
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.ports import Admission, JobAdmission
+from domain.idempotency import IdempotencyRecord
+from domain.jobs import JobExecutionLog
+from domain.reports import ReportConfiguration
+from infrastructure.persistence.engine import storage_errors
+from infrastructure.persistence.mapping import job_to_row, row_to_report
+from infrastructure.persistence.repositories import GET_REPORT, owner_lock_key
+from infrastructure.persistence.tables import UtcDateTime
+
+CACHED_REPORTS = 1024
+
+_ADMIT = sa.select(
+    sa.func.reportgen_admit_job(
+        sa.cast(sa.bindparam("job", type_=sa.Text), postgresql.JSONB),  # JSON text, encoded by msgspec
+        sa.bindparam("report_updated_at", type_=UtcDateTime),
+        sa.bindparam("max_active", type_=sa.Integer),
+        sa.bindparam("lock_key", type_=sa.BigInteger),
+        type_=sa.String,
+    )
+)
+_OUTCOMES = {admission.value: admission for admission in Admission}
+
+
+class PostgresJobAdmission(JobAdmission):
+    """`report` answers from a per-process LRU cache of report configurations; `admit` is one autocommit call of
+    the `reportgen_admit_job` function (migration 0003), which checks that the report is unchanged, takes the
+    owner's advisory lock, counts and inserts. Requests with an Idempotency-Key go to `transactional` (the
+    unit-of-work admission), since the key needs its own statements in the same transaction.
+
+    A stale cache entry costs one extra round trip: `admit` answers REPORT_CHANGED and the caller reads the
+    report afresh, which replaces the entry. Edits and deletes thus take effect at once in every process.
+    """
+
+    def __init__(self, engine: AsyncEngine, transactional: JobAdmission, capacity: int = CACHED_REPORTS) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._transactional = transactional
+        self._capacity = capacity
+        self._cache: OrderedDict[UUID, ReportConfiguration] = OrderedDict()
+
+    async def report(self, report_id: UUID, *, fresh: bool = False) -> ReportConfiguration | None:
+        cached = None if fresh else self._cache.get(report_id)
+        if cached is not None:
+            self._cache.move_to_end(report_id)
+            return cached
+        with storage_errors():
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(GET_REPORT, {"where_id": report_id})).mappings().first()
+        if row is None:
+            self._cache.pop(report_id, None)
+            return None
+        report = row_to_report(row)
+        self._cache[report_id] = report
+        self._cache.move_to_end(report_id)
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        return report
+
+    async def admit(
+        self,
+        job: JobExecutionLog,
+        *,
+        report: ReportConfiguration,
+        max_active: int | None,
+        idempotency: IdempotencyRecord | None = None,
+    ) -> Admission:
+        if idempotency is not None:
+            return await self._transactional.admit(job, report=report, max_active=max_active, idempotency=idempotency)
+        params = {
+            "job": msgspec.json.encode(job_to_row(job)).decode(),
+            "report_updated_at": report.updated_at,
+            "max_active": max_active,
+            "lock_key": owner_lock_key(job.owner_id),
+        }
+        with storage_errors():
+            async with self._engine.connect() as conn:
+                outcome = await conn.scalar(_ADMIT, params)
+        return _OUTCOMES[str(outcome)]
