@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import uuid4
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from application.errors import StorageUnavailable
 from infrastructure.persistence.engine import create_engine
@@ -44,18 +45,27 @@ async def test_does_not_see_uncommitted_jobs(engine: AsyncEngine) -> None:
         assert await reader.get(job.id) is None
 
 
-async def test_reads_outside_any_transaction(pg_engine: AsyncEngine) -> None:
-    in_transaction: list[bool] = []
+async def test_reads_with_one_statement_and_no_transaction_round_trips(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
+    sent: list[str] = []
+    try:
+        pooled = await engine.raw_connection()
+        driver = pooled.driver_connection
+        assert driver is not None
+        driver.add_query_logger(lambda logged: sent.append(logged.query))
+        await greenlet_spawn(pooled.close)
 
-    def probe(conn: sa.Connection, *_: object) -> None:
-        in_transaction.append(conn.connection.driver_connection.is_in_transaction())  # type: ignore[union-attr]
+        await SqlAlchemyJobReader(engine).get(uuid4())
+        await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query
+        reads = sent[:]
+        async with SqlAlchemyUnitOfWork(engine) as uow:
+            await uow.jobs.get(uuid4())  # the probe's control: a unit of work does run in a transaction
+        await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
 
-    sa.event.listen(pg_engine.sync_engine, "after_cursor_execute", probe)
-    await SqlAlchemyJobReader(pg_engine).get(uuid4())
-    async with SqlAlchemyUnitOfWork(pg_engine) as uow:
-        await uow.jobs.get(uuid4())  # the probe's control: a unit of work does run in a transaction
-
-    assert in_transaction == [False, True]
+    assert [query.split()[0] for query in reads] == ["SELECT"]
+    assert any(query.startswith("BEGIN") for query in sent[len(reads) :])
 
 
 async def test_an_unreachable_database_is_storage_unavailable() -> None:

@@ -22,6 +22,7 @@ from domain.jobs import JobExecutionLog
 
 JOB_STATUS_ROUTE = "job-status"
 JOB_RESULT_ROUTE = "job-result"
+RESULT_SUFFIX = "/result"
 RETRY_AFTER = ResponseHeader(
     name="Retry-After",
     documentation_only=True,
@@ -50,11 +51,9 @@ def job_status_out(job: JobExecutionLog, *, status_url: str, result_url: str) ->
 
 
 def job_urls(request: AuthenticatedRequest, job_id: UUID) -> dict[str, str]:
-    """Absolute URLs by route reversal on the request's base URL."""
-    return {
-        "status_url": request.url_for(JOB_STATUS_ROUTE, jobId=str(job_id)),
-        "result_url": request.url_for(JOB_RESULT_ROUTE, jobId=str(job_id)),
-    }
+    """Absolute URLs by route reversal on the request's base URL (the result's route is the status's + `/result`)."""
+    status_url = request.url_for(JOB_STATUS_ROUTE, jobId=str(job_id))
+    return {"status_url": status_url, "result_url": f"{status_url}{RESULT_SUFFIX}"}
 
 
 def _status_response(
@@ -119,7 +118,7 @@ class JobsController(Controller):
         return _status_response(request, job, poll_after_seconds, status_code=202)
 
     @get(
-        "/{jobId:str}/result",
+        "/{jobId:str}" + RESULT_SUFFIX,
         name=JOB_RESULT_ROUTE,
         summary="Download a job's result",
         description=getdoc(GetJobResult),

@@ -6,30 +6,21 @@ from collections import OrderedDict
 from uuid import UUID
 
 import msgspec
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ports import Admission, JobAdmission
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
+from infrastructure.persistence.driver import driver_connection
 from infrastructure.persistence.engine import storage_errors
 from infrastructure.persistence.mapping import job_to_row, row_to_report
 from infrastructure.persistence.repositories import GET_REPORT, owner_lock_key
-from infrastructure.persistence.tables import UtcDateTime
 
 CACHED_REPORTS = 1024
 
-_ADMIT = sa.select(
-    sa.func.reportgen_admit_job(
-        sa.cast(sa.bindparam("job", type_=sa.Text), postgresql.JSONB),  # JSON text, encoded by msgspec
-        sa.bindparam("report_updated_at", type_=UtcDateTime),
-        sa.bindparam("max_active", type_=sa.Integer),
-        sa.bindparam("lock_key", type_=sa.BigInteger),
-        type_=sa.String,
-    )
-)
+# Through the driver connection (see driver.py); the JSON text is the job's row, encoded by msgspec.
+_ADMIT = "SELECT reportgen_admit_job($1::jsonb, $2, $3, $4)"
 _OUTCOMES = {admission.value: admission for admission in Admission}
 
 
@@ -77,13 +68,7 @@ class PostgresJobAdmission(JobAdmission):
     ) -> Admission:
         if idempotency is not None:
             return await self._transactional.admit(job, report=report, max_active=max_active, idempotency=idempotency)
-        params = {
-            "job": msgspec.json.encode(job_to_row(job)).decode(),
-            "report_updated_at": report.updated_at,
-            "max_active": max_active,
-            "lock_key": owner_lock_key(job.owner_id),
-        }
-        with storage_errors():
-            async with self._engine.connect() as conn:
-                outcome = await conn.scalar(_ADMIT, params)
+        row = msgspec.json.encode(job_to_row(job)).decode()
+        async with driver_connection(self._engine) as conn:
+            outcome = await conn.fetchval(_ADMIT, row, report.updated_at, max_active, owner_lock_key(job.owner_id))
         return _OUTCOMES[str(outcome)]

@@ -1,14 +1,18 @@
-"""Imperative mapping: table rows to entities and back, written out by hand (no ORM on these hot paths)."""
+"""Imperative mapping: table rows to entities and back, written out by hand (no ORM on these hot paths).
+
+A row is anything that maps column names to values: SQLAlchemy's RowMapping, or an asyncpg Record."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.engine import RowMapping
+from typing import Any, Protocol
 
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+
+
+class Row(Protocol):
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def report_to_row(report: ReportConfiguration) -> dict[str, Any]:
@@ -30,7 +34,7 @@ def report_to_row(report: ReportConfiguration) -> dict[str, Any]:
     }
 
 
-def row_to_report(row: RowMapping) -> ReportConfiguration:
+def row_to_report(row: Row) -> ReportConfiguration:
     return ReportConfiguration(
         id=row["id"],
         name=row["name"],
@@ -83,7 +87,7 @@ def job_to_row(job: JobExecutionLog) -> dict[str, Any]:
     }
 
 
-def row_to_job(row: RowMapping) -> JobExecutionLog:
+def row_to_job(row: Row) -> JobExecutionLog:
     return JobExecutionLog(
         id=row["id"],
         report_id=row["report_id"],
@@ -108,13 +112,13 @@ def row_to_job(row: RowMapping) -> JobExecutionLog:
     )
 
 
-def _error(row: RowMapping) -> JobError | None:
+def _error(row: Row) -> JobError | None:
     if row["error_code"] is None:
         return None
     return JobError(row["error_code"], row["error_message"] or "")
 
 
-def _artifact(row: RowMapping) -> ArtifactRef | None:
+def _artifact(row: Row) -> ArtifactRef | None:
     if row["artifact_key"] is None:
         return None
     return ArtifactRef(row["artifact_key"], row["artifact_size"], row["artifact_sha256"])
@@ -130,7 +134,7 @@ def idempotency_to_row(record: IdempotencyRecord) -> dict[str, Any]:
     }
 
 
-def row_to_idempotency(row: RowMapping) -> IdempotencyRecord:
+def row_to_idempotency(row: Row) -> IdempotencyRecord:
     return IdempotencyRecord(
         owner_id=row["owner_id"],
         key=row["key"],
