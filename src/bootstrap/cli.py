@@ -14,7 +14,8 @@ from pathlib import Path
 
 from api.auth import issue_token
 from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, with_dev_secret
-from bootstrap.web import MULTIPROCESS_DIR_ENV, jwt_settings, log_format, secrets_of, use_multiprocess_metrics
+from bootstrap.metrics import MULTIPROCESS_DIR_ENV, use_multiprocess_metrics
+from bootstrap.web import jwt_settings, log_format, secrets_of
 from infrastructure.logs import configure_logging
 from settings import Settings, SettingsError
 

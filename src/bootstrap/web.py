@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import Litestar
-from prometheus_client import REGISTRY, CollectorRegistry, Metric, values
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import mark_process_dead
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
 from bootstrap.container import Container, build_container
 from bootstrap.embedded import with_dev_secret
+from bootstrap.metrics import MULTIPROCESS_DIR_ENV, metrics_registry
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.logs import configure_logging
 from infrastructure.periodic import PeriodicWork, run_periodically
@@ -44,48 +44,6 @@ def secrets_of(settings: Settings) -> list[str | None]:
     """Values no log line may show: the JWT key and the passwords in the configured URLs."""
     urls = (settings.database_url, settings.reporting_database_url, settings.redis_url)
     return [settings.jwt_secret, *(urlsplit(url).password for url in urls if url)]
-
-
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def use_multiprocess_metrics(path: Path) -> None:
-    """Before `reportgen serve` starts several API processes: each writes its metrics to files under `path`
-    (emptied here, so that counts start at zero with the server) and any of them answers /metrics with the sum.
-
-    prometheus_client is already imported in this process, so its value class is chosen again here; the
-    API processes are forked after this (or spawned, and then read the environment variable)."""
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):
-        stale.unlink()
-    os.environ[MULTIPROCESS_DIR_ENV] = str(path)
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-
-
-def use_single_process_metrics() -> None:
-    """For a `reportgen worker`, which serves its own registry: never write into an API server's directory, even
-    when PROMETHEUS_MULTIPROC_DIR leaked into its environment (a shared environment file)."""
-    if os.environ.pop(MULTIPROCESS_DIR_ENV, None) is not None:
-        values.ValueClass = values.MutexValue
-
-
-class MultiProcessRegistry(CollectorRegistry):
-    """Metrics register here as usual (names are still checked), but what it exposes is what every process of
-    the server wrote under `path`: prometheus_client's multiprocess mode."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._files = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
-
-    def collect(self) -> Iterable[Metric]:
-        metrics: Iterable[Metric] = self._files.collect()  # type: ignore[no-untyped-call]
-        return metrics
-
-
-def metrics_registry() -> CollectorRegistry:
-    """The process's default registry; under `reportgen serve --workers N` (N > 1) the multiprocess one."""
-    path = os.environ.get(MULTIPROCESS_DIR_ENV)
-    return MultiProcessRegistry(path) if path else REGISTRY
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True, **overrides: Any) -> Litestar:

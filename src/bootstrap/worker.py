@@ -15,7 +15,8 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from bootstrap.container import build_container, job_timeout_seconds
-from bootstrap.web import log_format, secrets_of, use_single_process_metrics
+from bootstrap.metrics import use_single_process_metrics
+from bootstrap.web import log_format, secrets_of
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
 from infrastructure.logs import configure_logging
 from infrastructure.periodic import run_periodically

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bootstrap.web import MULTIPROCESS_DIR_ENV, MultiProcessRegistry
+from bootstrap.metrics import MULTIPROCESS_DIR_ENV, MultiProcessRegistry
 from bootstrap.worker import serve_metrics
 from settings import Settings, SettingsError
 
