@@ -7,7 +7,7 @@ import io
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import chain, starmap
+from itertools import chain, repeat, starmap
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -16,13 +16,12 @@ import msgspec
 
 from application.ports import Row, RowEncoder, RowEncoderFactory
 
-# Types that the csv module already writes the way we want (None as an empty field).
-_PLAIN_CSV_TYPES: frozenset[type] = frozenset({str, int, float, type(None)})
 # Types that msgspec.to_builtins turns into the strings we want (ISO 8601, base64), in C.
 _ISO_TYPES = (datetime, date, time, timedelta, UUID, bytes)
-_BUILTIN_CSV_TYPES = _PLAIN_CSV_TYPES | frozenset(_ISO_TYPES)
-_DECIMAL_CSV_TYPES: frozenset[type] = frozenset({Decimal, type(None)})
+# What makes the csv module quote a field with our dialect (QUOTE_MINIMAL, `,`, `"`, CRLF line ends).
+_QUOTE_TRIGGERS = (",", '"', "\r", "\n")
 _NON_FINITE_MARKERS = (b"NaN", b"Infinity")
+_BOOL_TEXT = {True: "true", False: "false"}
 
 
 def _json_fallback(value: Any) -> Any:
@@ -32,31 +31,70 @@ def _json_fallback(value: Any) -> Any:
 _JSON = msgspec.json.Encoder(decimal_format="number", enc_hook=_json_fallback)
 
 
-def _csv_cell(value: object) -> object:
+def _csv_text(value: object) -> str:
+    """One value as the csv module writes it (after our own conversions); the reference for the column fast paths."""
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None or isinstance(value, str | int | float):
+        return _BOOL_TEXT[value]
+    if value is None:
+        return ""
+    if isinstance(value, str):
         return value
+    if isinstance(value, int | float):
+        return str(value)
     if isinstance(value, Decimal):
         return format(value, "f")  # exact, and never in exponent notation ("0E-8")
     if isinstance(value, list | tuple | dict):  # array and JSON columns
         return _JSON.encode(value).decode()
     if isinstance(value, _ISO_TYPES):
-        return msgspec.to_builtins(value)
+        return str(msgspec.to_builtins(value))
     return str(value)
 
 
-def _csv_column(values: list[object]) -> Sequence[object]:
-    """Convert one column of a batch; most columns need no Python work per value at all."""
+def _decimal_texts(values: Sequence[Any]) -> Sequence[str]:
+    """`format(value, "f")` of each value: that is `str(value)` (converted in C) unless `str` used an exponent."""
+    texts: list[str] = msgspec.to_builtins(values)
+    joined = "".join(texts)
+    if "E" in joined or "e" in joined:
+        return list(map(format, values, repeat("f")))
+    return texts
+
+
+def _int_texts(values: Sequence[Any]) -> Sequence[str]:
+    """`str(value)` of each value, all converted in one C call (msgspec writes integers exactly as `str` does)."""
+    return _JSON.encode(values)[1:-1].decode().split(",") if values else []
+
+
+def _same(values: Sequence[Any]) -> Sequence[str]:
+    return values
+
+
+# A column whose values all have one of these types is converted in one call, without Python work per value.
+_COLUMN_TEXTS: dict[type, Callable[[Sequence[Any]], Sequence[str]]] = {
+    str: _same,
+    int: _int_texts,
+    float: lambda values: list(map(str, values)),
+    bool: lambda values: list(map(_BOOL_TEXT.__getitem__, values)),
+    Decimal: _decimal_texts,
+    **dict.fromkeys(_ISO_TYPES, msgspec.to_builtins),
+}
+# Types whose text never holds a character that the csv module would quote.
+_UNQUOTED_TYPES = frozenset({type(None), int, float, bool, Decimal, *_ISO_TYPES})
+
+
+def _csv_texts(values: Sequence[Any]) -> tuple[Sequence[str], bool]:
+    """The text of each value of one column of a batch (None, SQL NULL, is an empty field), and whether any of
+    them might need quoting."""
     kinds = set(map(type, values))
-    if kinds <= _PLAIN_CSV_TYPES:
-        return values
-    if kinds <= _BUILTIN_CSV_TYPES:
-        converted: list[object] = msgspec.to_builtins(values)
-        return converted
-    if kinds <= _DECIMAL_CSV_TYPES:
-        return [value if value is None else format(value, "f") for value in values]
-    return [_csv_cell(value) for value in values]
+    unquoted = kinds <= _UNQUOTED_TYPES
+    nullable = type(None) in kinds
+    kinds.discard(type(None))
+    convert = _COLUMN_TEXTS.get(kinds.pop()) if len(kinds) == 1 else None
+    if convert is None:  # mixed types, unusual types, or only NULLs: value by value
+        return [_csv_text(value) for value in values], unquoted
+    if not nullable:
+        return convert(values), unquoted
+    texts = iter(convert([value for value in values if value is not None]))
+    return ["" if value is None else next(texts) for value in values], unquoted
 
 
 class CsvEncoder(RowEncoder):
@@ -77,15 +115,27 @@ class CsvEncoder(RowEncoder):
         return self._take()
 
     def encode(self, rows: Sequence[Row]) -> bytes:
-        if not set(map(type, chain.from_iterable(rows))) <= _PLAIN_CSV_TYPES:
-            # Convert column by column: a column of one type is converted in one call where possible.
-            columns = [_csv_column(list(map(itemgetter(index), rows))) for index in range(self._width)]
-            rows = list(zip(*columns, strict=True))
-        self._writer.writerows(rows)
+        if not rows:
+            return b""
+        # Column by column: a column of one type is converted in one call, and the whole batch joined at once.
+        converted = [_csv_texts(list(map(itemgetter(index), rows))) for index in range(self._width)]
+        columns = [texts for texts, _ in converted]
+        if self._joinable(columns, [texts for texts, unquoted in converted if not unquoted]):
+            return ("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode()
+        # Quoting, a row of one empty field, rows without columns (one empty line each): the csv module's rules.
+        self._writer.writerows(zip(*columns, strict=True) if columns else rows)
         return self._take()
 
     def end(self) -> bytes:
         return b""
+
+    def _joinable(self, columns: Sequence[Sequence[str]], free_text: Sequence[Sequence[str]]) -> bool:
+        """Whether joining with `,` and CRLF gives what the csv module writes: no field (of the columns that may hold
+        any text) has a character that it quotes, and no row is one empty field (which it writes as `""`)."""
+        if self._width == 0 or (self._width == 1 and "" in columns[0]):
+            return False
+        text = "".join(chain.from_iterable(free_text))
+        return not any(trigger in text for trigger in _QUOTE_TRIGGERS)
 
     def _take(self) -> bytes:
         text = self._out.getvalue()
@@ -125,8 +175,10 @@ class JsonEncoder(RowEncoder):
     def begin(self, columns: Sequence[str]) -> bytes:
         names = _unique_names(columns)
         fields = [f"f{index}" for index in range(len(names))]
-        # A struct type per report: building one per row is a C call, much cheaper than a dict.
-        self._row_type = msgspec.defstruct("Row", fields, rename=dict(zip(fields, names, strict=True)))
+        # A struct type per report: building one per row is a C call, much cheaper than a dict. gc=False: a row
+        # struct cannot be part of a reference cycle, and a million tracked objects would make the collector
+        # run (and walk the whole heap) again and again.
+        self._row_type = msgspec.defstruct("Row", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
         return b"["
 
     def encode(self, rows: Sequence[Row]) -> bytes:

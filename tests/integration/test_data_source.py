@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import Row
 from domain.reports import Binding, ParameterType
-from infrastructure.persistence.data_source import SqlReportDataSource
+from infrastructure.persistence.data_source import SqlReportDataSource, bind_parameters
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.query_guards import WRITE_ATTEMPT
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -25,6 +27,14 @@ NUMBERS = (
     "SELECT n, n * 2 AS doubled FROM numbers"
 )
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c"
+POSTGRES_TYPES = (
+    "SELECT 1::int2 AS a, 2::int8 AS b, 1.5::float4 AS c, 12.340::numeric AS d, 'NaN'::numeric AS e, 'x'::text AS f,"
+    " 'z'::char(3) AS g, DATE '2024-01-02' AS h, TIMESTAMP '2024-01-02 03:04:05.6' AS i,"
+    " TIMESTAMPTZ '2024-01-02 03:04:05+02' AS j, TIME '01:02:03' AS k, INTERVAL '1 day 2 hours' AS l,"
+    " 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS m, true AS n, '{\"a\": [1, 2]}'::json AS o,"
+    " '{\"b\": 1.5}'::jsonb AS p, ARRAY[1, NULL] AS q, '\\x0102'::bytea AS r, 12.5::money AS s,"
+    " '10.0.0.1'::inet AS t, NULL AS u, '100%' AS v, '12:30' AS w, :x AS n"
+)
 
 
 async def run(
@@ -57,6 +67,75 @@ async def test_streams_a_large_result_in_batches(engine: AsyncEngine) -> None:
     assert [len(b) for b in batches] == [1000, 1000, 500]
     assert [tuple(r) for r in batches[2][-2:]] == [(2499, 4998), (2500, 5000)]
     assert isinstance(estimated, int)
+
+
+async def test_postgresql_rows_hold_the_values_that_sqlalchemy_returns(pg_engine: AsyncEngine) -> None:
+    x = Binding("x", ParameterType.BOOLEAN, False)
+    async with pg_engine.connect() as conn:
+        expected = await conn.execute(sa.text(POSTGRES_TYPES).bindparams(*bind_parameters([x])))
+        expected_columns, [expected_row] = list(expected.keys()), [tuple(row) for row in expected]
+
+    columns, _, [[row]] = await run(pg_engine, POSTGRES_TYPES, x)
+
+    assert list(columns) == expected_columns
+    assert [type(value) for value in row] == [type(value) for value in expected_row]
+    assert [str(value) for value in row] == [str(value) for value in expected_row]  # str: NaN is not NaN
+
+
+async def stop_early(engine: AsyncEngine, query: str, bindings: Sequence[Binding], stop: str) -> None:
+    """Take the first batch of a query, then stop (`break`, an `error`, or `cancel` from outside) while the next
+    batch is being fetched."""
+    taken = asyncio.Event()
+
+    async def consume() -> None:
+        async with SqlReportDataSource(engine, batch_size=10).run(query, bindings, 30) as rows:
+            async for _batch in rows.batches():
+                taken.set()
+                if stop == "error":
+                    raise LookupError
+                if stop == "cancel":
+                    await asyncio.sleep(30)
+                break
+
+    task = asyncio.create_task(consume())
+    await taken.wait()
+    if stop == "cancel":
+        task.cancel()
+    with contextlib.suppress(LookupError, asyncio.CancelledError):
+        await task
+
+
+async def assert_connection_clean(engine: AsyncEngine) -> None:
+    """The engine's one pooled connection runs report queries and writes again."""
+    _, _, batches = await run(engine, NUMBERS, Binding("last", ParameterType.INTEGER, 3))
+    await store(engine, a_report("Written afterwards"))
+
+    assert [tuple(row) for batch in batches for row in batch] == [(1, 2), (2, 4), (3, 6)]
+    assert "Written afterwards" in await report_names(engine)
+
+
+@pytest.mark.parametrize("stop", ["break", "error", "cancel"])
+async def test_a_consumer_that_stops_early_leaves_the_connection_clean(database_url: str, stop: str) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)  # the next query gets the same connection
+    try:
+        await stop_early(engine, NUMBERS, [Binding("last", ParameterType.INTEGER, 100_000)], stop)
+        await assert_connection_clean(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("stop", ["break", "cancel"])
+async def test_a_postgresql_fetch_still_running_when_the_consumer_stops_is_cancelled(pg_url: str, stop: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)
+    slow = "SELECT n FROM generate_series(1, 1000) AS n WHERE pg_sleep(0.02) IS NOT NULL"  # 0.2 s per batch
+    try:
+        started = time.monotonic()
+        await stop_early(engine, slow, [], stop)
+        await assert_connection_clean(engine)
+
+        assert time.monotonic() - started < 10  # not the 20 s that the whole query takes
+    finally:
+        await engine.dispose()
 
 
 async def test_postgresql_estimates_rows_from_the_plan(pg_engine: AsyncEngine) -> None:

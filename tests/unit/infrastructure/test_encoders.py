@@ -1,7 +1,8 @@
 import csv
 import io
 import json
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from uuid import UUID
@@ -80,6 +81,84 @@ def test_csv_converts_columns_of_mixed_types_value_by_value() -> None:
         ["2026-01-01", ""],
         ["00000000-0000-0000-0000-000000000001", "P1D"],
     ]
+
+
+def test_csv_quotes_a_row_of_one_empty_field_so_that_it_is_not_a_blank_line() -> None:
+    data = encode_all(CsvEncoder(), ["v"], [("",), (None,), ("x",)])
+
+    assert data == b'v\r\n""\r\n""\r\nx\r\n'
+
+
+def test_csv_writes_an_empty_line_per_row_when_there_are_no_columns() -> None:
+    assert encode_all(CsvEncoder(), [], [(), ()], [()]) == b"\r\n" * 4
+
+
+def test_csv_writes_the_columns_of_a_typical_report_exactly() -> None:
+    rows = [
+        (1, 1, Decimal("0.37"), "c4ca4238a0b923820dcc509a6f75849b", date(2024, 1, 2), False),
+        (-2, None, Decimal("-1E+3"), None, None, None),
+        (2**70, 0, Decimal("0E-8"), "", date(2024, 12, 31), True),
+    ]
+
+    data = encode_all(CsvEncoder(), ["id", "bucket", "amount", "label", "day", "flag"], rows[:1], rows[1:])
+
+    assert data == (
+        b"id,bucket,amount,label,day,flag\r\n"
+        b"1,1,0.37,c4ca4238a0b923820dcc509a6f75849b,2024-01-02,false\r\n"
+        b"-2,,-1000,,,\r\n"
+        b"1180591620717411303424,0,0.00000000,,2024-12-31,true\r\n"
+    )
+
+
+def reference_csv(columns: Sequence[str], rows: Sequence[Row]) -> bytes:
+    """The CSV format spelled out value by value, with the csv module doing all the quoting."""
+
+    def text(value: object) -> object:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, Decimal):
+            return format(value, "f")
+        if isinstance(value, list):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if isinstance(value, date | UUID):
+            return str(value)
+        return value  # str, int, float and None as the csv module writes them
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows([text(value) for value in row] for row in rows)
+    return out.getvalue().encode()
+
+
+def random_column(rnd: random.Random) -> Callable[[], object]:
+    """Values like a column of a report: of one type (sometimes with NULLs) or of mixed types."""
+    kinds: list[Callable[[], object]] = [
+        lambda: rnd.randint(-(2**80), 2**80),
+        lambda: rnd.uniform(-1e20, 1e20),
+        lambda: "".join(rnd.choices('ab ,"\r\n;é✓', k=rnd.randint(0, 5))),
+        lambda: rnd.random() < 0.5,
+        lambda: Decimal(rnd.randint(-(10**12), 10**12)).scaleb(rnd.randint(-12, 4)),
+        lambda: date(2024, 1, 1) + timedelta(days=rnd.randint(0, 3000)),
+        lambda: UUID(int=rnd.getrandbits(128)),
+        lambda: [rnd.randint(0, 9), "x,y"],
+    ]
+    if rnd.random() < 0.3:
+        return lambda: None if rnd.random() < 0.1 else rnd.choice(kinds)()
+    kind, null_rate = rnd.choice(kinds), rnd.choice([0, 0, 0.2, 1])
+    return lambda: None if rnd.random() < null_rate else kind()
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_csv_matches_the_csv_module_value_by_value(seed: int) -> None:
+    rnd = random.Random(seed)
+    width = rnd.choice([1, 2, 3, 6])
+    makers = [random_column(rnd) for _ in range(width)]
+    rows = [tuple(make() for make in makers) for _ in range(rnd.randint(1, 40))]
+    cut = rnd.randint(0, len(rows))
+    columns = [f"c{index}" for index in range(width)]
+
+    assert encode_all(CsvEncoder(), columns, rows[:cut], rows[cut:]) == reference_csv(columns, rows)
 
 
 def test_csv_is_utf8_and_keeps_unicode() -> None:
