@@ -237,12 +237,12 @@ async def test_a_sqlite_query_past_its_time_limit_times_out(sqlite_engine: Async
     assert time.monotonic() - started < 2
 
 
-async def test_the_sqlite_deadline_also_covers_streaming(sqlite_engine: AsyncEngine) -> None:
+async def test_the_time_limit_covers_the_whole_stream_not_each_fetch(engine: AsyncEngine) -> None:
     received: list[int] = []
     last = Binding("last", ParameterType.INTEGER, 100_000)
 
     with pytest.raises(ReportTimedOut):
-        await stream(received, sqlite_engine, NUMBERS, last, limit_seconds=0.5, pause=0.1)
+        await stream(received, engine, NUMBERS, last, limit_seconds=0.5, pause=0.1)
 
     assert 3 <= len(received) < 100
 

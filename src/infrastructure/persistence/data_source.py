@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 
+from application.errors import ReportTimedOut
 from application.ports import ReportDataSource, Row, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
 from infrastructure.persistence.engine import close_quietly
@@ -51,12 +52,17 @@ Fetch = Callable[[], Awaitable[Sequence[Row]]]
 
 class PrefetchingRowStream(RowStream):
     """Rows in batches, the next one always being fetched while the consumer encodes and writes the current one:
-    the database (or SQLite's thread) produces rows on the other core instead of waiting for each request."""
+    the database (or SQLite's thread) produces rows on the other core instead of waiting for each request.
 
-    def __init__(self, columns: Sequence[str], estimated_rows: int | None, fetch: Fetch) -> None:
+    `deadline` (event-loop time) bounds the whole stream, not each fetch: PostgreSQL's statement_timeout starts
+    afresh with every FETCH of a cursor, so a report that streams for longer would otherwise never time out.
+    """
+
+    def __init__(self, columns: Sequence[str], estimated_rows: int | None, fetch: Fetch, deadline: float) -> None:
         self.columns = columns
         self.estimated_rows = estimated_rows
         self._fetch = fetch
+        self._deadline = deadline
         self._pending: asyncio.Future[Sequence[Row]] | None = None
 
     async def batches(self) -> AsyncIterator[Sequence[Row]]:
@@ -65,9 +71,15 @@ class PrefetchingRowStream(RowStream):
                 yield batch
 
     async def _next(self) -> Sequence[Row]:
+        if asyncio.get_running_loop().time() >= self._deadline:  # the consumer took the time (a fetch done already)
+            raise _streamed_too_long()
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._fetch())
-        batch = await self._pending  # cancelling this await cancels the fetch too; close() then waits for it
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                batch = await self._pending  # cancelling this await cancels the fetch too; close() then waits for it
+        except TimeoutError:
+            raise _streamed_too_long() from None
         self._pending = None
         if batch:
             self._pending = asyncio.ensure_future(self._fetch())
@@ -81,6 +93,10 @@ class PrefetchingRowStream(RowStream):
             _ = self._pending.cancel()
             _ = await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
+
+
+def _streamed_too_long() -> ReportTimedOut:
+    return ReportTimedOut("the report ran past its time limit while its rows were streamed")
 
 
 class SqlReportDataSource(ReportDataSource):
@@ -101,6 +117,7 @@ class SqlReportDataSource(ReportDataSource):
 
     @asynccontextmanager
     async def _run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float) -> AsyncIterator[RowStream]:
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
         with query_errors():
             params = bind_parameters(bindings)
             statement = sa.text(query).bindparams(*params)
@@ -109,7 +126,7 @@ class SqlReportDataSource(ReportDataSource):
                 estimated = await self._guard.estimate_rows(conn, query, params)
             cursor = _asyncpg_cursor if conn.dialect.driver == "asyncpg" else _sqlalchemy_cursor
             async with cursor(conn, statement, self._batch_size) as (columns, fetch):
-                stream = PrefetchingRowStream(columns, estimated, fetch)
+                stream = PrefetchingRowStream(columns, estimated, fetch, deadline)
                 try:
                     yield stream
                 finally:
