@@ -42,7 +42,13 @@ class _FileSink(ArtifactSink):
     async def flush(self) -> None:
         if self._buffer:
             block, self._buffer = self._buffer, bytearray()
-            await asyncio.to_thread(self._write_block, block)
+            write = asyncio.ensure_future(asyncio.to_thread(self._write_block, block))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The thread writes on regardless: let it finish before the file is closed and discarded.
+                _ = await asyncio.gather(write, return_exceptions=True)
+                raise
 
     def _write_block(self, block: bytearray) -> None:
         self._hash.update(block)  # hashlib releases the GIL for large blocks

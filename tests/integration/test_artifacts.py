@@ -1,13 +1,21 @@
+from __future__ import annotations
+
 import asyncio
 import hashlib
+import io
 import os
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from application.errors import ArtifactMissing
 from infrastructure.artifacts import FileSystemArtifactStore
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +99,40 @@ async def test_a_cancelled_writer_publishes_nothing(store: FileSystemArtifactSto
 
     assert not await store.exists("job-3/attempt-1.csv")
     assert temp_files(tmp_path) == []
+
+
+async def test_a_writer_cancelled_mid_block_lets_the_block_finish_before_the_file_is_discarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileSystemArtifactStore(tmp_path, flush_bytes=4)
+    events: list[str] = []
+    writing = threading.Event()
+
+    class SlowFile(io.BytesIO):
+        def write(self, block: ReadableBuffer) -> int:
+            events.append("write started")
+            writing.set()
+            time.sleep(0.2)
+            events.append("write done")
+            return super().write(block)
+
+        def close(self) -> None:
+            events.append("closed")
+            super().close()
+
+    monkeypatch.setattr(store, "_open_temp", lambda: (SlowFile(), tmp_path / "never.part"))
+
+    async def writer() -> None:
+        async with store.create("job-4/attempt-1.csv") as sink:
+            await sink.write(b"a full block")
+
+    task = asyncio.create_task(writer())
+    await asyncio.to_thread(writing.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert events == ["write started", "write done", "closed"]
 
 
 async def test_concurrent_writers_of_different_keys_do_not_mix(store: FileSystemArtifactStore) -> None:
