@@ -80,6 +80,34 @@ class JobAdmission(Protocol):
         jobs (exactly, also under concurrent requests). Raises DuplicateIdempotencyKey when the key is taken."""
 
 
+class JobLedger(Protocol):
+    """Where a worker records a job's run: each call is one write of its own, committed when it returns (no
+    transaction spans two calls), and every write is guarded, so that of two writers exactly one wins.
+
+    Raises StorageUnavailable when the database cannot be reached.
+    """
+
+    @abstractmethod
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        """Start a Queued job as `JobExecutionLog.start(now, lease_until)` does; the job as saved, or None (and
+        nothing changed) when it is not Queued: unknown, Running, finished, or claimed by another delivery."""
+
+    @abstractmethod
+    async def get(self, job_id: UUID) -> JobExecutionLog | None: ...
+
+    @abstractmethod
+    async def save(self, job: JobExecutionLog) -> None:
+        """Save a transition of a job read earlier, guarded by its version (see JobRepository.update).
+
+        Raises domain.errors.ConcurrentUpdate when another writer saved it first; on success the entity's
+        version is incremented to match the stored row."""
+
+    @abstractmethod
+    async def renew_leases(self, jobs: Sequence[JobExecutionLog]) -> set[UUID]:
+        """Store each Running job's lease and progress, without a new version (see JobRepository.heartbeat);
+        the ids of those still Running in their attempt. The others changed nothing: their attempt must stop."""
+
+
 class JobReader(Protocol):
     """Read-only access to jobs for the polling paths: one query, no write transaction, no lock.
 

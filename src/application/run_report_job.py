@@ -14,7 +14,16 @@ from uuid import UUID
 
 from application.errors import QueueUnavailable, ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.heartbeat import Heartbeat, LeaseLost
-from application.ports import ArtifactStore, Clock, JobQueue, ReportDataSource, RowEncoderFactory, UnitOfWorkFactory
+from application.job_ledger import UnitOfWorkJobLedger
+from application.ports import (
+    ArtifactStore,
+    Clock,
+    JobLedger,
+    JobQueue,
+    ReportDataSource,
+    RowEncoderFactory,
+    UnitOfWorkFactory,
+)
 from domain.errors import ConcurrentUpdate, InvalidJobTransition
 from domain.jobs import ArtifactRef, ErrorCode, JobError, JobExecutionLog, JobStatus
 
@@ -84,16 +93,18 @@ def estimate_progress(rows: int, estimated_rows: int | None) -> int:
 class RunReportJob:
     """Run one job, given only its id (the queue delivers at least once, perhaps to two workers at once).
 
-    1. Claim: Queued -> Running with a lease, guarded by the row's version, so of two deliveries only one
-       runs it. A Running job whose lease expired (its worker died) is taken over as a new attempt, or
+    1. Claim: Queued -> Running with a lease, in one write that only a Queued row accepts, so of two deliveries
+       only one runs it. A Running job whose lease expired (its worker died) is taken over as a new attempt, or
        failed with WORKER_LOST once it has had `max_attempts`. Anything else is skipped.
     2. Produce the artifact outside any transaction, renewing the lease meanwhile: the query runs read-only
        with a timeout and its rows stream into a file of this attempt's own, published atomically.
-    3. Record Succeeded (with the artifact) or Failed (with an error code) in a second transaction, guarded
-       by the version: if the job was cancelled or taken over meanwhile, this attempt's outcome is dropped.
+    3. Record Succeeded (with the artifact) or Failed (with an error code) in a second write, guarded by the
+       version: if the job was cancelled or taken over meanwhile, this attempt's outcome is dropped.
        A permanent error (bad SQL, write attempt, timeout) fails at once; a transient one (the database
        went away) hands the job back to the queue with backoff until `max_attempts` is reached. A worker
        that is stopped (cancelled) mid-job hands it back too.
+
+    Each of these writes stands alone (the job ledger commits it at once): no transaction spans two of them.
     """
 
     def __init__(
@@ -105,8 +116,9 @@ class RunReportJob:
         queue: JobQueue,
         clock: Clock,
         policy: RunPolicy | None = None,
+        ledger: JobLedger | None = None,
     ) -> None:
-        self._uow = uow
+        self._ledger = ledger or UnitOfWorkJobLedger(uow)
         self._source = source
         self._artifacts = artifacts
         self._encoders = encoders
@@ -114,7 +126,10 @@ class RunReportJob:
         self._clock = clock
         self._policy = policy or RunPolicy()
         self._heartbeat = Heartbeat(
-            uow, clock, lease_seconds=self._policy.lease_seconds, interval_seconds=self._policy.heartbeat_seconds
+            self._ledger,
+            clock,
+            lease_seconds=self._policy.lease_seconds,
+            interval_seconds=self._policy.heartbeat_seconds,
         )
 
     async def execute(self, job_id: UUID) -> RunResult:
@@ -160,15 +175,17 @@ class RunReportJob:
         return await self._succeed(job, artifact)
 
     async def _claim(self, job_id: UUID) -> JobExecutionLog | None:
-        async with self._uow() as uow:
-            job = await uow.jobs.get(job_id)
-            if job is None or not self._take(job):
-                return None
-            try:
-                await uow.jobs.update(job)
-            except ConcurrentUpdate:
-                return None
-            await uow.commit()
+        now = self._clock()
+        job = await self._ledger.claim(job_id, now, now + timedelta(seconds=self._policy.lease_seconds))
+        if job is not None:  # the usual case: a Queued job, claimed in one write
+            return job
+        job = await self._ledger.get(job_id)  # a duplicate delivery, or a job whose worker was lost
+        if job is None or not self._take(job):
+            return None
+        try:
+            await self._ledger.save(job)
+        except ConcurrentUpdate:
+            return None
         return job if job.status is JobStatus.RUNNING else None
 
     def _take(self, job: JobExecutionLog) -> bool:
@@ -248,9 +265,7 @@ class RunReportJob:
     async def _record(self, job: JobExecutionLog) -> bool:
         """Save a transition; False when another writer (a duplicate delivery, a cancel) got there first."""
         try:
-            async with self._uow() as uow:
-                await uow.jobs.update(job)
-                await uow.commit()
+            await self._ledger.save(job)
         except (ConcurrentUpdate, InvalidJobTransition):
             log.info("job %s was changed by another writer; this attempt's outcome is dropped", job.id)
             return False

@@ -13,7 +13,7 @@ import copy
 import importlib.metadata
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -25,7 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.ports import UnitOfWork, UnitOfWorkFactory
+from application.ports import JobLedger, UnitOfWork, UnitOfWorkFactory
 from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
 from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
@@ -170,6 +170,10 @@ class JobMetrics:
         """A unit-of-work factory whose units count the job transitions they commit."""
         return lambda: ObservedUnitOfWork(uow(), self.record)
 
+    def observe_ledger(self, ledger: JobLedger) -> JobLedger:
+        """A job ledger whose claims and saves count as the transitions they are (each is committed on return)."""
+        return ObservedJobLedger(ledger, self.record)
+
 
 class ObservedUnitOfWork(UnitOfWork):
     """Passes everything to `inner`; after a successful commit, hands each job it saved to `on_commit`."""
@@ -225,6 +229,30 @@ class _ObservedJobs(JobRepository):
 
     async def heartbeat(self, job: JobExecutionLog) -> bool:
         return await self._inner.heartbeat(job)
+
+
+class ObservedJobLedger(JobLedger):
+    """Passes everything to `inner`; hands each job that a claim or save stored to `on_commit`."""
+
+    def __init__(self, inner: JobLedger, on_commit: Callable[[JobExecutionLog], None]) -> None:
+        self._inner = inner
+        self._on_commit = on_commit
+
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        job = await self._inner.claim(job_id, now, lease_until)
+        if job is not None:
+            self._on_commit(job)
+        return job
+
+    async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        return await self._inner.get(job_id)
+
+    async def save(self, job: JobExecutionLog) -> None:
+        await self._inner.save(job)
+        self._on_commit(job)
+
+    async def renew_leases(self, jobs: Sequence[JobExecutionLog]) -> set[UUID]:
+        return await self._inner.renew_leases(jobs)
 
 
 JobCounts = Callable[[], Awaitable[Mapping[str, int]]]

@@ -110,7 +110,9 @@ def test_failing_report_ends_failed_with_a_code_and_has_no_result(
 def test_slow_report_is_seen_running_with_rising_progress(production: Deployment) -> None:
     slow = {
         **SERIES,
-        "query": "SELECT n, pg_sleep(0.001)::text AS pause FROM generate_series(1, 3000) AS n",
+        # About 2 s (100 sleeps of 20 ms; pg_sleep(0.001) takes 2 ms here), well within the 5 s time limit.
+        "query": "SELECT n, pg_sleep(CASE WHEN n % 30 = 0 THEN 0.02 ELSE 0 END)::text AS pause"
+        " FROM generate_series(1, 3000) AS n",
         "parameters": [],
     }
     report_id = create_report(production, slow)

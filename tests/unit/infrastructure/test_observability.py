@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from application.cancel_job import CancelJob
 from application.errors import ReportQueryFailed, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_ledger import UnitOfWorkJobLedger
 from application.job_queries import JobQuery
 from application.reconcile_jobs import Reconciled, ReconcileJobs
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult
@@ -151,7 +152,8 @@ async def test_job_metrics_count_each_delivery_by_outcome_and_time_it() -> None:
 class World:
     """The use cases on fakes, their units of work observed by JobMetrics on a registry of the test's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ledger: bool = False) -> None:
+        """`ledger`: the worker saves through an observed job ledger (as on PostgreSQL), not its units of work."""
         self.db = FakeDatabase()
         self.clock = FakeClock()
         self.queue = FakeJobQueue(self.db)
@@ -160,8 +162,9 @@ class World:
         self.metrics = JobMetrics(self.registry)
         self.uow = self.metrics.observe(lambda: FakeUnitOfWork(self.db))
         policy = RunPolicy(max_attempts=2, lease_seconds=15, heartbeat_seconds=0.01, retry_base_delay_seconds=0)
+        observed = self.metrics.observe_ledger(UnitOfWorkJobLedger(lambda: FakeUnitOfWork(self.db))) if ledger else None
         self.run = RunReportJob(
-            self.uow, self.source, FakeArtifactStore(), {"csv": LinesEncoder}, self.queue, self.clock, policy
+            self.uow, self.source, FakeArtifactStore(), {"csv": LinesEncoder}, self.queue, self.clock, policy, observed
         )
         self.report = ReportConfiguration(
             id=uuid4(),
@@ -180,8 +183,9 @@ class World:
         return self.registry.get_sample_value(name, dict(labels or {})) or 0.0
 
 
-async def test_a_succeeded_job_is_counted_started_and_finished_with_its_wait_and_size() -> None:
-    world = World()
+@pytest.mark.parametrize("ledger", [False, True], ids=["unit-of-work", "job-ledger"])
+async def test_a_succeeded_job_is_counted_started_and_finished_with_its_wait_and_size(ledger: bool) -> None:
+    world = World(ledger=ledger)
     job_id = await world.submit()
     world.clock.advance(3)
 
@@ -194,8 +198,9 @@ async def test_a_succeeded_job_is_counted_started_and_finished_with_its_wait_and
     assert world.value("reportgen_job_artifact_size_bytes_sum") == len(b"n\n1\n2\n3\n")
 
 
-async def test_failures_are_counted_by_error_code_and_hand_backs_as_retries() -> None:
-    world = World()
+@pytest.mark.parametrize("ledger", [False, True], ids=["unit-of-work", "job-ledger"])
+async def test_failures_are_counted_by_error_code_and_hand_backs_as_retries(ledger: bool) -> None:
+    world = World(ledger=ledger)
     world.source.error = ReportQueryFailed("syntax error")
     await world.run.execute(await world.submit())
     world.source.error = StorageUnavailable("down")

@@ -1,0 +1,184 @@
+"""The job ledgers that workers write through: the PostgreSQL one (one autocommitted statement per call) and the
+unit-of-work one (PostgreSQL and SQLite) keep the same rules: the claim is JobExecutionLog.start, saves are guarded
+by the version, lease renewals by the status and attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from application.errors import StorageUnavailable
+from application.job_ledger import UnitOfWorkJobLedger
+from application.ports import JobLedger
+from domain.errors import ConcurrentUpdate
+from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
+from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.job_ledger import PostgresJobLedger
+from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from tests.integration.conftest import disposable, emptied
+from tests.integration.persistence_helpers import LEASE, T0, a_job, a_report, fields, load_job, started, store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["postgres-ledger", "uow-ledger-postgresql", "uow-ledger-sqlite"])
+async def ledger_engine(
+    request: pytest.FixtureRequest, sqlite_root: Path
+) -> AsyncIterator[tuple[JobLedger, AsyncEngine]]:
+    url: str = request.getfixturevalue("sqlite_url" if request.param.endswith("sqlite") else "pg_url")
+    engine = await emptied(disposable(url, sqlite_root))
+    ledger: JobLedger
+    if request.param == "postgres-ledger":
+        ledger = PostgresJobLedger(engine)
+    else:
+        ledger = UnitOfWorkJobLedger(lambda: SqlAlchemyUnitOfWork(engine))
+    yield ledger, engine
+    await engine.dispose()
+
+
+async def a_stored_job(engine: AsyncEngine, **changes: Any) -> JobExecutionLog:
+    report = a_report()
+    job = a_job(report, **changes)
+    await store(engine, report, job)
+    return job
+
+
+async def test_a_claim_starts_a_queued_job_as_the_domain_does(ledger_engine: tuple[JobLedger, AsyncEngine]) -> None:
+    ledger, engine = ledger_engine
+    job = await a_stored_job(engine, progress=7, attempts=1)  # handed back once: attempt 2 is next
+    expected = copy.deepcopy(job)
+    expected.start(T0, T0 + LEASE)
+    expected.version += 1
+
+    claimed = await ledger.claim(job.id, T0, T0 + LEASE)
+
+    assert claimed is not None
+    assert fields(claimed) == fields(expected)
+    assert fields(await load_job(engine, job)) == fields(expected)
+
+
+@pytest.mark.parametrize("status", [JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+async def test_a_claim_of_a_job_that_is_not_queued_changes_nothing(
+    ledger_engine: tuple[JobLedger, AsyncEngine], status: JobStatus
+) -> None:
+    ledger, engine = ledger_engine
+    job = await a_stored_job(engine, status=status)
+
+    assert await ledger.claim(job.id, T0, T0 + LEASE) is None
+    assert await ledger.claim(uuid4(), T0, T0 + LEASE) is None
+    assert fields(await load_job(engine, job)) == fields(job)
+
+
+async def test_of_two_concurrent_claims_exactly_one_wins(ledger_engine: tuple[JobLedger, AsyncEngine]) -> None:
+    ledger, engine = ledger_engine
+    job = await a_stored_job(engine)
+
+    claims = await asyncio.gather(*(ledger.claim(job.id, T0, T0 + LEASE) for _ in range(2)))
+
+    assert sum(claim is not None for claim in claims) == 1
+    stored = await load_job(engine, job)
+    assert (stored.status, stored.attempts, stored.version) == (JobStatus.RUNNING, 1, 1)
+
+
+async def test_a_save_is_guarded_by_the_version_and_stores_every_field(
+    ledger_engine: tuple[JobLedger, AsyncEngine],
+) -> None:
+    ledger, engine = ledger_engine
+    job = await a_stored_job(engine)
+    claimed = await ledger.claim(job.id, T0, T0 + LEASE)
+    assert claimed is not None
+    stale = copy.deepcopy(claimed)
+    claimed.succeed(T0 + LEASE, ArtifactRef("k/attempt-1.csv", 12, "a" * 64), T0 + 3 * LEASE)
+
+    await ledger.save(claimed)
+
+    assert claimed.version == 2
+    assert fields(await load_job(engine, job)) == fields(claimed)
+    assert fields(await ledger.get(job.id) or job) == fields(claimed)
+    stale.fail(T0 + LEASE, "REPORT_TIMEOUT", "too slow")
+    with pytest.raises(ConcurrentUpdate):
+        await ledger.save(stale)
+    assert (await load_job(engine, job)).status is JobStatus.SUCCEEDED
+
+
+async def test_leases_are_renewed_only_for_jobs_still_running_in_the_same_attempt(
+    ledger_engine: tuple[JobLedger, AsyncEngine],
+) -> None:
+    ledger, engine = ledger_engine
+    running, cancelled, taken_over, queued = [await a_stored_job(engine) for _ in range(4)]
+    for job in (running, cancelled, taken_over):
+        started(job)
+        await ledger.save(job)
+    other = copy.deepcopy(cancelled)
+    other.cancel(T0)
+    await ledger.save(other)
+    newer = copy.deepcopy(taken_over)
+    newer.requeue()
+    started(newer, at=T0 + LEASE)
+    await ledger.save(newer)
+    renewal = T0 + 2 * LEASE
+    beating = [running, cancelled, taken_over, queued]
+    for job in beating:
+        job.renew_lease(renewal)
+        job.progress = 40
+
+    held = await ledger.renew_leases(beating)
+
+    assert held == {running.id}
+    stored = await load_job(engine, running)
+    assert (stored.lease_expires_at, stored.progress, stored.version) == (renewal, 40, 1)
+    assert fields(await load_job(engine, cancelled)) == fields(other)
+    assert fields(await load_job(engine, taken_over)) == fields(newer)
+    assert (await load_job(engine, queued)).lease_expires_at is None
+    running.progress = 10  # a renewal never lowers the progress, and still renews the lease
+    running.renew_lease(renewal + timedelta(seconds=1))
+    assert await ledger.renew_leases([running]) == {running.id}
+    stored = await load_job(engine, running)
+    assert (stored.progress, stored.lease_expires_at) == (40, renewal + timedelta(seconds=1))
+    assert await ledger.renew_leases([]) == set()
+
+
+async def test_claim_save_and_renewal_are_one_statement_each_without_transaction_round_trips(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
+    sent: list[str] = []
+    try:
+        job = await a_stored_job(engine)
+        ledger = PostgresJobLedger(engine)
+        await ledger.renew_leases([job])  # asyncpg looks the array types up once per connection
+        pooled = await engine.raw_connection()
+        driver = pooled.driver_connection
+        assert driver is not None
+        driver.add_query_logger(lambda logged: sent.append(logged.query))
+        await greenlet_spawn(pooled.close)
+
+        claimed = await ledger.claim(job.id, T0, T0 + LEASE)
+        assert claimed is not None
+        claimed.fail(T0, "REPORT_TIMEOUT", "too slow")
+        await ledger.save(claimed)
+        await ledger.renew_leases([claimed])
+        await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query
+    finally:
+        await engine.dispose()
+
+    assert [query.split()[0] for query in sent] == ["UPDATE", "UPDATE", "UPDATE"]
+
+
+async def test_an_unreachable_database_is_storage_unavailable() -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/reportgen")
+    ledger = PostgresJobLedger(engine)
+    try:
+        with pytest.raises(StorageUnavailable):
+            await ledger.claim(uuid4(), T0, T0 + LEASE)
+        with pytest.raises(StorageUnavailable):
+            await ledger.renew_leases([started(a_job(a_report()))])
+    finally:
+        await engine.dispose()
