@@ -8,7 +8,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -24,35 +24,50 @@ _BAD_SEGMENTS = frozenset({"", ".", ".."})
 
 
 class _FileSink(ArtifactSink):
-    """Buffers writes in memory and hands them to a thread in large blocks, hashing them there too."""
+    """Buffers writes in memory and hands them to a thread in large blocks, hashing them there too.
 
-    def __init__(self, file: BinaryIO, flush_bytes: int) -> None:
-        self._file = file
+    The temporary file is opened by the first block's thread: an artifact that fits in the buffer (most do) is
+    opened, written, synced and published in one thread call (`finish`), not three.
+    """
+
+    def __init__(self, open_temp: Callable[[], tuple[BinaryIO, Path]], flush_bytes: int) -> None:
+        self._open_temp = open_temp
+        self._file: BinaryIO | None = None
+        self._temp: Path | None = None
         self._flush_bytes = flush_bytes
         self._buffer = bytearray()
         self._hash = hashlib.sha256()
         self._size = 0
+        self.published: Path | None = None
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         self._size += len(chunk)
         if len(self._buffer) >= self._flush_bytes:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._buffer:
             block, self._buffer = self._buffer, bytearray()
-            write = asyncio.ensure_future(asyncio.to_thread(self._write_block, block))
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                # The thread writes on regardless: let it finish before the file is closed and discarded.
-                _ = await asyncio.gather(write, return_exceptions=True)
-                raise
+            await _to_thread_to_the_end(self._write_block, block)
 
-    def _write_block(self, block: bytearray) -> None:
+    def _write_block(self, block: bytearray) -> BinaryIO:
+        if self._file is None:
+            self._file, self._temp = self._open_temp()
         self._hash.update(block)  # hashlib releases the GIL for large blocks
         self._file.write(block)
+        return self._file
+
+    def finish(self, publish: Callable[[BinaryIO, Path, Path], None], path: Path) -> None:
+        """In a thread: write what is buffered, then publish the file at `path`."""
+        block, self._buffer = self._buffer, bytearray()
+        file = self._write_block(block)
+        assert self._temp is not None  # noqa: S101 - set with the file
+        publish(file, self._temp, path)
+        self.published = path
+
+    def discard(self) -> None:
+        """In a thread: close and delete the temporary file, if there is one."""
+        if self._file is not None:
+            self._file.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
 
     @property
     def size(self) -> int:
@@ -63,6 +78,17 @@ class _FileSink(ArtifactSink):
         digest = self._hash.copy()
         digest.update(self._buffer)
         return digest.hexdigest()
+
+
+async def _to_thread_to_the_end(function: Callable[..., object], *args: object) -> None:
+    """`asyncio.to_thread`, but a cancelled caller still waits for the thread: it works on regardless, and the
+    file it uses must be idle before it is closed and discarded."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        _ = await asyncio.gather(work, return_exceptions=True)
+        raise
 
 
 class FileSystemArtifactStore(ArtifactStore):
@@ -115,17 +141,21 @@ class FileSystemArtifactStore(ArtifactStore):
 
     @asynccontextmanager
     async def _create(self, path: Path) -> AsyncIterator[ArtifactSink]:
-        file, temp = await asyncio.to_thread(self._open_temp)
-        published = False
+        sink = _FileSink(self._open_temp, self._flush_bytes)
+        finished = False
         try:
-            sink = _FileSink(file, self._flush_bytes)
             yield sink
-            await sink.flush()
-            await asyncio.to_thread(self._publish, file, temp, path)
-            published = True
+            await _to_thread_to_the_end(sink.finish, self._publish, path)
+            finished = True
         finally:
-            if not published:
-                await asyncio.to_thread(_discard, file, temp)
+            if not finished:
+                # Cancelled while `finish` ran: it may have published a file that its caller will never record.
+                await asyncio.to_thread(self._discard_sink, sink)
+
+    def _discard_sink(self, sink: _FileSink) -> None:
+        sink.discard()
+        if sink.published is not None:
+            self._delete(sink.published)
 
     def _open_temp(self) -> tuple[BinaryIO, Path]:
         temp_dir = self._root / _TMP_DIR
@@ -174,11 +204,6 @@ class FileSystemArtifactStore(ArtifactStore):
             except OSError:  # not empty (or already gone): stop climbing
                 return
             parent = parent.parent
-
-
-def _discard(file: BinaryIO, temp: Path) -> None:
-    file.close()
-    temp.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import pytest
 
@@ -135,6 +135,45 @@ async def test_a_writer_cancelled_mid_block_lets_the_block_finish_before_the_fil
     assert events == ["write started", "write done", "closed"]
 
 
+async def test_a_small_artifact_creates_no_temporary_file_before_it_is_finished(
+    store: FileSystemArtifactStore, tmp_path: Path
+) -> None:
+    async with store.create("job-7/attempt-1.csv") as sink:
+        await sink.write(b"small")
+        assert temp_files(tmp_path) == []
+
+    assert await read_all(store, "job-7/attempt-1.csv") == b"small"
+    assert temp_files(tmp_path) == []
+
+
+async def test_a_writer_cancelled_while_finishing_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileSystemArtifactStore(tmp_path / "artifacts")
+    publishing = threading.Event()
+    publish = store._publish  # slowed down, to cancel the writer while the thread publishes
+
+    def slow_publish(file: BinaryIO, temp: Path, path: Path) -> None:
+        publishing.set()
+        time.sleep(0.2)
+        publish(file, temp, path)
+
+    monkeypatch.setattr(store, "_publish", slow_publish)
+
+    async def writer() -> None:
+        async with store.create("job-8/attempt-1.csv") as sink:
+            await sink.write(b"done, but nobody will know")
+
+    task = asyncio.create_task(writer())
+    await asyncio.to_thread(publishing.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert not await store.exists("job-8/attempt-1.csv")
+    assert temp_files(tmp_path) == []
+
+
 async def test_concurrent_writers_of_different_keys_do_not_mix(store: FileSystemArtifactStore) -> None:
     async def write(index: int) -> None:
         async with store.create(f"job-{index}/attempt-1.json") as sink:
@@ -223,8 +262,9 @@ async def test_sweep_temporary_removes_only_old_temporary_files(store: FileSyste
     age(foreign, 7200)
     age(nested, 7200)
 
+    being_written = b"x" * (64 * 1024)  # a full block: its temporary file exists from the first flush on
     async with store.create("job-6/attempt-1.csv") as sink:
-        await sink.write(b"being written")
+        await sink.write(being_written)
         [in_progress] = set(temp_files(tmp_path)) - {crashed, fresh, foreign, nested}
         assert await store.sweep_temporary(3600) == 1  # a write in progress is fresh: it is left alone
         assert await store.sweep_temporary(3600) == 0
@@ -232,7 +272,7 @@ async def test_sweep_temporary_removes_only_old_temporary_files(store: FileSyste
 
     assert sorted(path.name for path in temp_files(tmp_path)) == ["fresh.part", "nested.part", "notes.txt"]
     assert await read_all(store, "job-5/attempt-1.csv") == b"published"
-    assert await read_all(store, "job-6/attempt-1.csv") == b"being written"
+    assert await read_all(store, "job-6/attempt-1.csv") == being_written
 
 
 async def test_sweep_temporary_with_no_temporary_directory_removes_nothing(store: FileSystemArtifactStore) -> None:

@@ -155,11 +155,11 @@ async def _sqlalchemy_cursor(
     with query_errors():
         result = await conn.stream(statement)
 
-    async def fetch() -> Sequence[Row]:
+    async def fetch_batch() -> Sequence[Row]:
         return [tuple(row) for row in await result.fetchmany(batch_size)]
 
     try:
-        yield list(result.keys()), fetch
+        yield list(result.keys()), _until_short(fetch_batch, batch_size)
     finally:
         await _close_result(result)
 
@@ -180,10 +180,26 @@ async def _asyncpg_cursor(
         prepared = await driver.prepare(sql)
         cursor = await prepared.cursor(*args)
 
-    async def fetch() -> Sequence[Row]:
+    async def fetch_batch() -> Sequence[Row]:
         return list(map(tuple, await cursor.fetch(batch_size)))
 
-    yield [attribute.name for attribute in prepared.get_attributes()], fetch
+    yield [attribute.name for attribute in prepared.get_attributes()], _until_short(fetch_batch, batch_size)
+
+
+def _until_short(fetch: Fetch, batch_size: int) -> Fetch:
+    """A batch shorter than asked for was the last one: answer the next call with no rows, without a round trip
+    (a small report then costs one FETCH, not two)."""
+    exhausted = False
+
+    async def fetch_until_short() -> Sequence[Row]:
+        nonlocal exhausted
+        if exhausted:
+            return []
+        batch = await fetch()
+        exhausted = len(batch) < batch_size
+        return batch
+
+    return fetch_until_short
 
 
 def _positional(statement: sa.TextClause, dialect: Dialect) -> tuple[str, list[object]]:
