@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -67,6 +68,9 @@ def worker_settings(settings: Settings) -> type:
         every = settings.reconcile_interval_seconds
         ctx["job_gauges"] = asyncio.create_task(run_periodically(sample, every, name="job_gauges"))
         ctx["stop_metrics"] = serve_metrics(settings.worker_metrics_port)
+        # What start-up loaded lives as long as the process: keep it out of the collector's full passes, which a
+        # big report's rows otherwise trigger over the whole heap (about 60 ms on the first export).
+        gc.freeze()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "job_gauges" in ctx:
