@@ -16,8 +16,8 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
-from api.controllers.generate import generate_report
-from api.controllers.jobs import JobsController
+from api.controllers.generate import GenerateServices, generate_report
+from api.controllers.jobs import JobsController, JobServices
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.errors import problem_response
@@ -89,10 +89,8 @@ def build_app(deps: ApiDependencies) -> Litestar:
 
 def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
     values: dict[str, Any] = {
-        "initiate_report_job": deps.initiate,
-        "get_job_status": deps.get_status,
-        "get_job_result": deps.get_result,
-        "cancel_job": deps.cancel,
+        "generate_services": GenerateServices(deps.initiate, metrics, deps.poll_after_seconds),
+        "job_services": JobServices(deps.get_status, deps.cancel, deps.get_result, deps.poll_after_seconds),
         "create_report": deps.create_report,
         "update_report": deps.update_report,
         "delete_report": deps.delete_report,
@@ -100,8 +98,6 @@ def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provi
         "list_reports": deps.list_reports,
         "readiness": deps.readiness,
         "registry": deps.registry,
-        "metrics": metrics,
-        "poll_after_seconds": deps.poll_after_seconds,
     }
     return {name: _constant(value) for name, value in values.items()}
 

@@ -23,6 +23,15 @@ from domain.jobs import JobStatus
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
+@dataclass(frozen=True, slots=True)
+class GenerateServices:
+    """What generate uses, injected as one dependency (see JobServices)."""
+
+    initiate: InitiateAsynchronousReportJob
+    metrics: ApiMetrics
+    poll_after_seconds: int
+
+
 @dataclass
 class _OptionalBodyOperation(Operation):
     """Litestar marks every request body required; the generate body may be left out."""
@@ -56,9 +65,7 @@ class _OptionalBodyOperation(Operation):
 async def generate_report(
     request: AuthenticatedRequest,
     report_id: ReportId,
-    initiate_report_job: NamedDependency[InitiateAsynchronousReportJob],
-    metrics: NamedDependency[ApiMetrics],
-    poll_after_seconds: NamedDependency[int],
+    generate_services: NamedDependency[GenerateServices],
     data: JSONBody[GenerateIn | None] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[JobAccepted]:
@@ -71,12 +78,12 @@ async def generate_report(
         request_id=request_id_of(request.scope),
         idempotency_key=idempotency_key,
     )
-    initiated = await initiate_report_job.execute(command)
+    initiated = await generate_services.initiate.execute(command)
     urls = job_urls(request, initiated.job_id)
-    headers = {"Location": urls["status_url"], "Retry-After": str(poll_after_seconds)}
+    headers = {"Location": urls["status_url"], "Retry-After": str(generate_services.poll_after_seconds)}
     if initiated.replayed:
         headers[REPLAYED_HEADER] = "true"
     else:
-        metrics.jobs_submitted.inc()
+        generate_services.metrics.jobs_submitted.inc()
     accepted = JobAccepted(job_id=initiated.job_id, status=JobStatus.QUEUED, **urls)
     return Response(accepted, status_code=202, headers=headers)
