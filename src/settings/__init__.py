@@ -62,8 +62,8 @@ class Settings:
     """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
     max_body_bytes: int = 1_048_576
     database_pool_size: int = 15
-    """Connections each process keeps open to the service's database; as many again as half of it are opened at
-    peaks. Too few and requests queue for a connection; opening one costs more than most requests."""
+    """Connections each process keeps open to the service's database, and never more: requests beyond it wait for a
+    free one. Opening and closing connections beyond the pool under load cost more than the wait (measured)."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
