@@ -125,7 +125,9 @@ async def _redis_ok(redis: ArqRedis) -> bool:
 def build_container(settings: Settings, **overrides: Any) -> Container:
     """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock,
     registry)."""
-    pool = {"pool_size": settings.database_pool_size, "max_overflow": 0}
+    # A running job holds a connection while its rows stream; the heartbeat, the job's writes, the reconciler and
+    # the gauges must still find one, or leases would lapse while they wait. No overflow: see Settings.
+    pool = {"pool_size": max(settings.database_pool_size, settings.worker_concurrency + 5), "max_overflow": 0}
     engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url, **pool)
     reporting = overrides.get("reporting_engine") or (
         create_engine(settings.reporting_database_url, **pool) if settings.reporting_database_url else engine
