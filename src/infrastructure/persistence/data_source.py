@@ -126,7 +126,7 @@ class SqlReportDataSource(ReportDataSource):
                 estimated = await self._guard.estimate_rows(conn, query, params)
             cursor = _asyncpg_cursor if conn.dialect.driver == "asyncpg" else _sqlalchemy_cursor
             async with cursor(conn, statement, self._batch_size) as (columns, fetch):
-                stream = PrefetchingRowStream(columns, estimated, fetch, deadline)
+                stream = PrefetchingRowStream(columns, estimated, _until_short(fetch, self._batch_size), deadline)
                 try:
                     yield stream
                 finally:
@@ -159,7 +159,7 @@ async def _sqlalchemy_cursor(
         return [tuple(row) for row in await result.fetchmany(batch_size)]
 
     try:
-        yield list(result.keys()), _until_short(fetch_batch, batch_size)
+        yield list(result.keys()), fetch_batch
     finally:
         await _close_result(result)
 
@@ -183,7 +183,7 @@ async def _asyncpg_cursor(
     async def fetch_batch() -> Sequence[Row]:
         return list(map(tuple, await cursor.fetch(batch_size)))
 
-    yield [attribute.name for attribute in prepared.get_attributes()], _until_short(fetch_batch, batch_size)
+    yield [attribute.name for attribute in prepared.get_attributes()], fetch_batch
 
 
 def _until_short(fetch: Fetch, batch_size: int) -> Fetch:

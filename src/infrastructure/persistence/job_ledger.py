@@ -15,13 +15,13 @@ from domain.errors import ConcurrentUpdate
 from domain.jobs import JobExecutionLog, JobStatus
 from infrastructure.persistence.driver import driver_connection
 from infrastructure.persistence.mapping import job_state, row_to_job
+from infrastructure.persistence.repositories import GET_JOB_POSTGRES
 
 # What JobExecutionLog.start does, for a row that is still Queued; RETURNING gives the job as saved.
 _CLAIM = f"""UPDATE jobs SET status = '{JobStatus.RUNNING.value}', attempts = attempts + 1, started_at = $2,
     error_code = NULL, error_message = NULL, lease_expires_at = $3, version = version + 1
 WHERE id = $1 AND status = '{JobStatus.QUEUED.value}'
 RETURNING *"""  # noqa: S608 - constants only
-_GET = "SELECT * FROM jobs WHERE id = $1"
 # The heartbeat's rule (repositories.py) for many jobs at once: only a Running job in the same attempt is renewed,
 # and its progress never falls.
 _RENEW = f"""UPDATE jobs SET lease_expires_at = beat.lease, progress = GREATEST(jobs.progress, beat.progress)
@@ -48,7 +48,7 @@ class PostgresJobLedger(JobLedger):
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         async with driver_connection(self._engine) as conn:
-            record = await conn.fetchrow(_GET, job_id)
+            record = await conn.fetchrow(GET_JOB_POSTGRES, job_id)
         return None if record is None else row_to_job(record)
 
     async def save(self, job: JobExecutionLog) -> None:

@@ -12,9 +12,7 @@ from domain.jobs import JobExecutionLog
 from infrastructure.persistence.driver import driver_connection
 from infrastructure.persistence.engine import storage_errors
 from infrastructure.persistence.mapping import row_to_job
-from infrastructure.persistence.repositories import GET_JOB
-
-_GET_JOB_POSTGRES = "SELECT * FROM jobs WHERE id = $1"
+from infrastructure.persistence.repositories import GET_JOB, GET_JOB_POSTGRES
 
 
 class SqlAlchemyJobReader(JobReader):
@@ -26,7 +24,7 @@ class SqlAlchemyJobReader(JobReader):
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         if self._postgres:
             async with driver_connection(self._engine) as conn:
-                record = await conn.fetchrow(_GET_JOB_POSTGRES, job_id)
+                record = await conn.fetchrow(GET_JOB_POSTGRES, job_id)
             return None if record is None else row_to_job(record)
         with storage_errors():
             async with self._engine.connect() as conn:

@@ -27,6 +27,7 @@ _INSERT_REPORT = sa.insert(reports)
 _UPDATE_REPORT = sa.update(reports).where(_LIVE_REPORT)  # SET columns come from the parameters given
 
 GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("where_id"))
+GET_JOB_POSTGRES = "SELECT * FROM jobs WHERE id = $1"  # the same read, on the driver connection (driver.py)
 _INSERT_JOB = sa.insert(jobs)
 _UPDATE_JOB = (
     sa.update(jobs)
