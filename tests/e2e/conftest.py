@@ -6,11 +6,11 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,11 @@ import httpx
 import pytest
 import redis
 
+from tests.loopback import free_port
 from tests.services import DATABASE_URL, REDIS_URL, require
 
 E2E_REDIS_DB = 13
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -160,10 +155,25 @@ def _base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def deployed(tmp: Path, env: dict[str, str], *serve_args: str) -> Iterator[Deployment]:
+    """`reportgen migrate`, then `reportgen serve` (with `serve_args`) and `reportgen worker`, ready; stopped after."""
+    port = free_port()
+    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp)
+    migrated = deployment.run("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    deployment.start("api", "serve", "--port", str(port), *serve_args)
+    deployment.start("worker", "worker")
+    try:
+        deployment.wait_ready()
+        yield deployment
+    finally:
+        deployment.stop_all()
+
+
 @pytest.fixture
 def production(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Iterator[Deployment]:
     """`reportgen migrate`, then `reportgen serve` and `reportgen worker` against PostgreSQL and Redis."""
-    port = free_port()
     env = _base_env(tmp_path) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
         "REPORTGEN_REDIS_URL": e2e_redis_url,
@@ -173,16 +183,8 @@ def production(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Ite
         "REPORTGEN_REPORT_TIMEOUT_SECONDS": "5",
         "REPORTGEN_POLL_AFTER_SECONDS": "1",
     }
-    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp_path)
-    migrated = deployment.run("migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    deployment.start("api", "serve", "--port", str(port))
-    deployment.start("worker", "worker")
-    try:
-        deployment.wait_ready()
+    with deployed(tmp_path, env) as deployment:
         yield deployment
-    finally:
-        deployment.stop_all()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from jose import jwt
 
-from tests.e2e.conftest import Deployment, Process, _base_env, free_port, wait_for_status
+from tests.e2e.conftest import Deployment, Process, _base_env, deployed, wait_for_status
 from tests.e2e.test_production_mode import SERIES, create_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -25,7 +25,6 @@ SHORT_JWT = jwt.encode({"s": 1}, "another-key-of-thirty-two-bytes!!", algorithm=
 @pytest.fixture
 def deployment(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Iterator[Deployment]:
     """`reportgen serve --workers 2` and a `reportgen worker`, logging at DEBUG, JSON."""
-    port = free_port()
     env = _base_env(tmp_path) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
         "REPORTGEN_REDIS_URL": e2e_redis_url,
@@ -33,16 +32,8 @@ def deployment(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Ite
         "REPORTGEN_LOG_LEVEL": "DEBUG",
         "REPORTGEN_WORKER_METRICS_PORT": "0",
     }
-    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp_path)
-    migrated = deployment.run("migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    deployment.start("api", "serve", "--port", str(port), "--workers", "2")
-    deployment.start("worker", "worker")
-    try:
-        deployment.wait_ready()
+    with deployed(tmp_path, env, "--workers", "2") as deployment:
         yield deployment
-    finally:
-        deployment.stop_all()
 
 
 def process(deployment: Deployment, name: str) -> Process:

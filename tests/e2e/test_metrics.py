@@ -16,8 +16,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrastructure.demo import SALES_SUMMARY_ID
-from tests.e2e.conftest import E2E_REDIS_DB, Deployment, Process, _base_env, free_port, wait_for_status
+from tests.e2e.conftest import E2E_REDIS_DB, Deployment, Process, _base_env, deployed, wait_for_status
 from tests.e2e.test_production_mode import SERIES, create_report, generate
+from tests.loopback import free_port
 from tests.services import REDIS_URL, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -64,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_database_url: str) -> It
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     tmp = tmp_path_factory.mktemp("metrics")
-    port, worker_port = free_port(), free_port()
+    worker_port = free_port()
     env = _base_env(tmp) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
         "REPORTGEN_REDIS_URL": redis_url,
@@ -74,18 +75,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_database_url: str) -> It
         # Set here only to look inside; `reportgen serve --workers N` makes a temporary one otherwise.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
     }
-    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp)
-    migrated = deployment.run("migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    deployment.start("api", "serve", "--port", str(port), "--workers", str(API_PROCESSES))
-    deployment.start("worker", "worker")
     try:
-        deployment.wait_ready()
-        worker_url = f"http://127.0.0.1:{worker_port}/metrics"
-        wait_until("the worker serves /metrics", lambda: _answers(worker_url))
-        yield Stack(deployment, worker_url, tmp / "prometheus")
+        with deployed(tmp, env, "--workers", str(API_PROCESSES)) as deployment:
+            worker_url = f"http://127.0.0.1:{worker_port}/metrics"
+            wait_until("the worker serves /metrics", lambda: _answers(worker_url))
+            yield Stack(deployment, worker_url, tmp / "prometheus")
     finally:
-        deployment.stop_all()
         client.flushdb()
         client.close()
 

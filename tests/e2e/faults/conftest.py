@@ -30,9 +30,10 @@ import httpx
 import pytest
 from jose import jwt
 
-from tests.e2e.conftest import BIN, Deployment, Process, free_port
+from tests.e2e.conftest import BIN, Deployment, Process
 from tests.e2e.faults.redis_server import PrivateRedis
 from tests.e2e.faults.tcp_proxy import TcpProxy
+from tests.loopback import free_port
 from tests.services import DATABASE_URL, REQUIRE_SERVICES, require
 
 ISSUER = "reportgen-faults"

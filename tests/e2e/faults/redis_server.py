@@ -13,7 +13,7 @@ from typing import Self
 
 import redis
 
-from tests.e2e.conftest import free_port
+from tests.loopback import free_port
 
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0

@@ -16,18 +16,13 @@ import pytest
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, MultiProcessRegistry
 from bootstrap.worker import serve_metrics
 from settings import Settings, SettingsError
+from tests.loopback import free_port
 
 _WRITER = """
 from prometheus_client import Counter, Gauge
 Counter("demo_requests", "Requests.", ["route"]).labels("/x").inc({n})
 Gauge("demo_in_progress", "In progress.", multiprocess_mode="livesum").set(1)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_worker_metrics_port_defaults_to_9464_and_zero_disables_it() -> None:
