@@ -101,6 +101,22 @@ async def test_a_cancelled_writer_publishes_nothing(store: FileSystemArtifactSto
     assert temp_files(tmp_path) == []
 
 
+async def write_and_cancel_once(
+    store: FileSystemArtifactStore, key: str, content: bytes, in_thread: threading.Event
+) -> None:
+    """Write `content` to `key` and cancel the writer as soon as the store's thread sets `in_thread`."""
+
+    async def writer() -> None:
+        async with store.create(key) as sink:
+            await sink.write(content)
+
+    task = asyncio.create_task(writer())
+    await asyncio.to_thread(in_thread.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_writer_cancelled_mid_block_lets_the_block_finish_before_the_file_is_discarded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,15 +138,7 @@ async def test_a_writer_cancelled_mid_block_lets_the_block_finish_before_the_fil
 
     monkeypatch.setattr(store, "_open_temp", lambda: (SlowFile(), tmp_path / "never.part"))
 
-    async def writer() -> None:
-        async with store.create("job-4/attempt-1.csv") as sink:
-            await sink.write(b"a full block")
-
-    task = asyncio.create_task(writer())
-    await asyncio.to_thread(writing.wait, 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await write_and_cancel_once(store, "job-4/attempt-1.csv", b"a full block", writing)
 
     assert events == ["write started", "write done", "closed"]
 
@@ -160,15 +168,7 @@ async def test_a_writer_cancelled_while_finishing_leaves_no_file_behind(
 
     monkeypatch.setattr(store, "_publish", slow_publish)
 
-    async def writer() -> None:
-        async with store.create("job-8/attempt-1.csv") as sink:
-            await sink.write(b"done, but nobody will know")
-
-    task = asyncio.create_task(writer())
-    await asyncio.to_thread(publishing.wait, 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await write_and_cancel_once(store, "job-8/attempt-1.csv", b"done, but nobody will know", publishing)
 
     assert not await store.exists("job-8/attempt-1.csv")
     assert temp_files(tmp_path) == []
