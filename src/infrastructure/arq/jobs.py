@@ -7,6 +7,7 @@ from uuid import UUID
 
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
+from arq.typing import WorkerCoroutine
 from arq.worker import Retry
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
@@ -104,26 +105,23 @@ def cron_jobs(*, reconcile_every_seconds: int, sweep_every_seconds: int) -> list
     restarted deployment re-enqueues what Redis lost without waiting for a tick. Cron jobs share the queue and
     `max_jobs` with report jobs: a worker whose every slot runs a report starts them late.
     """
-    reconcile, sweep = cron_fields(reconcile_every_seconds), cron_fields(sweep_every_seconds)
     return [
-        cron(
-            reconcile_jobs,
-            hour=reconcile.hour,
-            minute=reconcile.minute,
-            second=reconcile.second,
-            run_at_startup=True,
-            unique=True,
-            timeout=PERIODIC_TIMEOUT_SECONDS,
-        ),
-        cron(
-            sweep_artifacts,
-            hour=sweep.hour,
-            minute=sweep.minute,
-            second=sweep.second,
-            unique=True,
-            timeout=PERIODIC_TIMEOUT_SECONDS,
-        ),
+        _every(reconcile_jobs, reconcile_every_seconds, run_at_startup=True),
+        _every(sweep_artifacts, sweep_every_seconds),
     ]
+
+
+def _every(function: WorkerCoroutine, every_seconds: int, *, run_at_startup: bool = False) -> CronJob:
+    fields = cron_fields(every_seconds)
+    return cron(
+        function,
+        hour=fields.hour,
+        minute=fields.minute,
+        second=fields.second,
+        run_at_startup=run_at_startup,
+        unique=True,
+        timeout=PERIODIC_TIMEOUT_SECONDS,
+    )
 
 
 def worker_redis_settings(url: str) -> RedisSettings:
