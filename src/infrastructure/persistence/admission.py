@@ -14,8 +14,8 @@ from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
 from infrastructure.persistence.driver import driver_connection
 from infrastructure.persistence.engine import storage_errors
-from infrastructure.persistence.mapping import job_to_row, row_to_report
-from infrastructure.persistence.repositories import GET_REPORT, owner_lock_key
+from infrastructure.persistence.mapping import job_to_row
+from infrastructure.persistence.repositories import SqlAlchemyReportRepository, owner_lock_key
 
 CACHED_REPORTS = 1024
 
@@ -47,11 +47,10 @@ class PostgresJobAdmission(JobAdmission):
             return cached
         with storage_errors():
             async with self._engine.connect() as conn:
-                row = (await conn.execute(GET_REPORT, {"where_id": report_id})).mappings().first()
-        if row is None:
+                report = await SqlAlchemyReportRepository(conn).get(report_id)
+        if report is None:
             self._cache.pop(report_id, None)
             return None
-        report = row_to_report(row)
         self._cache[report_id] = report
         self._cache.move_to_end(report_id)
         while len(self._cache) > self._capacity:

@@ -21,7 +21,7 @@ from infrastructure.persistence.tables import UtcDateTime, jobs, reports
 # Statements are built once; SQLAlchemy caches their compiled form, so each call only binds values.
 # Bind names never equal a column name: in an UPDATE those are reserved for the SET clause.
 _LIVE_REPORT = sa.and_(reports.c.id == sa.bindparam("where_id"), reports.c.deleted_at.is_(None))
-GET_REPORT = sa.select(reports).where(_LIVE_REPORT)
+_GET_REPORT = sa.select(reports).where(_LIVE_REPORT)
 _LIST_REPORTS = sa.select(reports).where(reports.c.deleted_at.is_(None)).order_by(reports.c.name, reports.c.id)
 _INSERT_REPORT = sa.insert(reports)
 _UPDATE_REPORT = sa.update(reports).where(_LIVE_REPORT)  # SET columns come from the parameters given
@@ -91,7 +91,7 @@ class SqlAlchemyReportRepository(ReportRepository):
 
     async def get(self, report_id: UUID) -> ReportConfiguration | None:
         with storage_errors():
-            row = (await self._conn.execute(GET_REPORT, {"where_id": report_id})).mappings().first()
+            row = (await self._conn.execute(_GET_REPORT, {"where_id": report_id})).mappings().first()
         return None if row is None else row_to_report(row)
 
     async def list(self) -> builtins.list[ReportConfiguration]:
