@@ -34,4 +34,4 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
         # Broken, or interrupted mid-statement (cancelled): never hand it to the next request.
         await greenlet_spawn(pooled.invalidate)
         raise
-    await greenlet_spawn(pooled.close)  # back to the pool (a connection over the pool's size is closed: I/O)
+    await greenlet_spawn(pooled.close)  # back to the pool; checking in may do I/O (a reset, or closing it)
