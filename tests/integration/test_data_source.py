@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import Row
@@ -139,11 +140,61 @@ async def test_a_postgresql_fetch_still_running_when_the_consumer_stops_is_cance
 
 
 async def test_postgresql_estimates_rows_from_the_plan(pg_engine: AsyncEngine) -> None:
-    _, estimated, _ = await run(
-        pg_engine, "SELECT n FROM generate_series(1, :last) AS n", Binding("last", ParameterType.INTEGER, 2500)
-    )
+    _, estimated, _ = await run(pg_engine, SERIES, Binding("last", ParameterType.INTEGER, 2500))
 
     assert estimated == 2500
+
+
+SERIES = "SELECT n FROM generate_series(1, :last) AS n"
+
+
+async def test_a_small_postgresql_report_is_one_message_for_its_transaction_and_asks_for_no_plan(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
+    sent: list[str] = []
+    try:
+        pooled = await engine.raw_connection()
+        pooled.driver_connection.add_query_logger(lambda logged: sent.append(logged.query))
+        await greenlet_spawn(pooled.close)
+
+        small = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 3), batch_size=10)
+        await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query
+        small_sent = sent[:]
+        big = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 25), batch_size=10)
+        await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
+
+    # A cursor's own messages are not logged: what is logged is every statement besides the report's query.
+    assert small_sent == ["BEGIN READ ONLY; SET LOCAL statement_timeout = 10000", "ROLLBACK"]
+    assert small[1] == 3  # a first short batch is the exact count
+    assert [statement.split()[0] for statement in sent[len(small_sent) :]] == ["BEGIN", "EXPLAIN", "ROLLBACK"]
+    assert big[1] == 25
+
+
+async def test_a_report_query_is_parsed_once_per_connection(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)
+    prepared = (
+        "SELECT name, prepare_time FROM pg_prepared_statements"
+        " WHERE statement LIKE '%generate_series%' AND statement NOT LIKE '%pg_prepared_statements%'"
+    )
+    try:
+        seen = []
+        for last in (3, 4, 2500):
+            await run(engine, SERIES, Binding("last", ParameterType.INTEGER, last), batch_size=1000)
+            async with engine.connect() as conn:  # the same connection: the pool holds one
+                seen.append(set((await conn.exec_driver_sql(prepared)).all()))
+    finally:
+        await engine.dispose()
+
+    assert len(seen[0]) == 1  # the report's query, prepared once
+    assert seen[1] == seen[0]  # and not again: asyncpg's statement cache holds it
+    assert len(seen[2]) == 2  # the plan of a big report is a statement of its own
+
+
+async def test_columns_of_a_query_without_rows(engine: AsyncEngine) -> None:
+    columns, estimated, batches = await run(engine, "SELECT 1 AS a, 2 AS a, 'x' AS b WHERE 1 = 0")
+
+    assert (list(columns), estimated, batches) == (["a", "a", "b"], 0, [])
 
 
 async def test_sqlite_counts_rows_for_the_estimate(sqlite_engine: AsyncEngine) -> None:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 
-from application.errors import ReportTimedOut
+from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import ReportDataSource, Row, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
+from infrastructure.persistence.driver import driver_connection
 from infrastructure.persistence.engine import close_quietly
-from infrastructure.persistence.query_guards import QueryGuard, guard_for, query_errors
+from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors
 
 log = logging.getLogger(__name__)
 
@@ -101,31 +104,78 @@ def _streamed_too_long() -> ReportTimedOut:
 
 class SqlReportDataSource(ReportDataSource):
     """Runs each report query on its own pooled connection, in a read-only transaction with a time limit, and
-    streams the rows with a server-side cursor (PostgreSQL) or a stepping cursor (SQLite)."""
+    streams the rows: through a cursor of asyncpg's own on PostgreSQL, through SQLAlchemy on SQLite."""
 
     # Larger batches measured slower: their rows live long enough to reach the older garbage-collector generations,
     # and full collections (which walk the whole heap) follow.
     def __init__(self, engine: AsyncEngine, batch_size: int = 1000) -> None:
         self._engine = engine
         self._batch_size = batch_size
-        self._guard: QueryGuard = guard_for(engine.dialect.name)
+        self._postgres = engine.dialect.name == "postgresql"
 
     def run(
         self, query: str, bindings: Sequence[Binding], timeout_seconds: float
     ) -> AbstractAsyncContextManager[RowStream]:
-        return self._run(query, bindings, timeout_seconds)
+        if self._postgres:
+            return self._run_postgres(query, bindings, timeout_seconds)
+        return self._run_sqlite(query, bindings, timeout_seconds)
 
     @asynccontextmanager
-    async def _run(self, query: str, bindings: Sequence[Binding], timeout_seconds: float) -> AsyncIterator[RowStream]:
+    async def _run_postgres(
+        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+    ) -> AsyncIterator[RowStream]:
+        """On the driver connection (see driver.py): a small report costs four round trips (the transaction and
+        its time limit, the cursor, its first batch, the rollback) and none of SQLAlchemy's execution layer.
+
+        The plan's row estimate is asked for only when a first full batch says more rows follow; a first short
+        batch is the exact count. A connection whose report failed or was cancelled is discarded, not reused.
+        """
         deadline = asyncio.get_running_loop().time() + timeout_seconds
+        with query_errors():
+            sql, args = _positional(self._engine.dialect, query, bindings)
+        done = False
+        try:
+            async with driver_connection(self._engine) as conn:
+                with query_errors():
+                    await conn.execute(
+                        f"BEGIN READ ONLY; SET LOCAL statement_timeout = {_milliseconds(timeout_seconds)}"
+                    )
+                    cursor = await conn.cursor(sql, *args)  # asyncpg's statement cache: parsed once per connection
+                    first = await cursor.fetch(self._batch_size)
+                    columns = list(first[0].keys()) if first else await _column_names(conn, sql)
+                    full = len(first) == self._batch_size
+                    estimated = await estimate_from_plan(conn, sql, args) if full else len(first)
+                batches: list[Sequence[Row]] = [list(map(tuple, first))]
+
+                async def fetch_batch() -> Sequence[Row]:
+                    return batches.pop() if batches else list(map(tuple, await cursor.fetch(self._batch_size)))
+
+                stream = PrefetchingRowStream(columns, estimated, _until_short(fetch_batch, self._batch_size), deadline)
+                try:
+                    yield stream
+                finally:
+                    await stream.close()
+                done = True
+                await conn.execute("ROLLBACK")  # the read-only transaction ends; the connection goes back to the pool
+        except StorageUnavailable:
+            if not done:
+                raise
+            # The connection broke after the consumer was done: it is discarded, and the report is not spoilt.
+            log.warning("ending a report query's transaction failed; its connection is discarded", exc_info=True)
+
+    @asynccontextmanager
+    async def _run_sqlite(
+        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
+    ) -> AsyncIterator[RowStream]:
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        guard = SqliteGuard()
         with query_errors():
             params = bind_parameters(bindings)
             statement = sa.text(query).bindparams(*params)
-        async with self._connection(timeout_seconds) as conn:
+        async with self._connection(guard, timeout_seconds) as conn:
             with query_errors():
-                estimated = await self._guard.estimate_rows(conn, query, params)
-            cursor = _asyncpg_cursor if conn.dialect.driver == "asyncpg" else _sqlalchemy_cursor
-            async with cursor(conn, statement, self._batch_size) as (columns, fetch):
+                estimated = await guard.estimate_rows(conn, query, params)
+            async with _sqlalchemy_cursor(conn, statement, self._batch_size) as (columns, fetch):
                 stream = PrefetchingRowStream(columns, estimated, _until_short(fetch, self._batch_size), deadline)
                 try:
                     yield stream
@@ -133,18 +183,27 @@ class SqlReportDataSource(ReportDataSource):
                     await stream.close()
 
     @asynccontextmanager
-    async def _connection(self, timeout_seconds: float) -> AsyncIterator[AsyncConnection]:
+    async def _connection(self, guard: SqliteGuard, timeout_seconds: float) -> AsyncIterator[AsyncConnection]:
         with query_errors():
             conn = await self._engine.connect()
         try:
             with query_errors():
-                await self._guard.enter(conn, timeout_seconds)
+                await guard.enter(conn, timeout_seconds)
             try:
                 yield conn
             finally:
-                await self._guard.leave(conn)
+                await guard.leave(conn)
         finally:
             await close_quietly(conn)
+
+
+def _milliseconds(timeout_seconds: float) -> int:
+    return max(1, round(timeout_seconds * 1000))  # 0 would mean "no timeout"
+
+
+async def _column_names(conn: Any, sql: str) -> list[str]:
+    """The columns of a query that returned no rows (a row names them otherwise): one more round trip."""
+    return [attribute.name for attribute in (await conn.prepare(sql)).get_attributes()]
 
 
 @asynccontextmanager
@@ -164,28 +223,6 @@ async def _sqlalchemy_cursor(
         await _close_result(result)
 
 
-@asynccontextmanager
-async def _asyncpg_cursor(
-    conn: AsyncConnection, statement: sa.TextClause, batch_size: int
-) -> AsyncIterator[tuple[Sequence[str], Fetch]]:
-    """A cursor of asyncpg's own on the connection, in the read-only transaction that the guard began on it.
-
-    The rows are the values that SQLAlchemy would return for a textual query (the same driver decodes them, with
-    the codecs SQLAlchemy set on the connection), without its per-row work, which cost more than encoding them.
-    The cursor ends with the transaction, which closing the connection rolls back.
-    """
-    with query_errors():
-        sql, args = _positional(statement, conn.dialect)
-        driver: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg is untyped
-        prepared = await driver.prepare(sql)
-        cursor = await prepared.cursor(*args)
-
-    async def fetch_batch() -> Sequence[Row]:
-        return list(map(tuple, await cursor.fetch(batch_size)))
-
-    yield [attribute.name for attribute in prepared.get_attributes()], fetch_batch
-
-
 def _until_short(fetch: Fetch, batch_size: int) -> Fetch:
     """A batch shorter than asked for was the last one: answer the next call with no rows, without a round trip
     (a small report then costs one FETCH, not two)."""
@@ -202,16 +239,37 @@ def _until_short(fetch: Fetch, batch_size: int) -> Fetch:
     return fetch_until_short
 
 
-def _positional(statement: sa.TextClause, dialect: Dialect) -> tuple[str, list[object]]:
+def _positional(dialect: Dialect, query: str, bindings: Sequence[Binding]) -> tuple[str, list[object]]:
     """The statement as the dialect writes it (`$1::VARCHAR`) and its values in order, processed as SQLAlchemy
     processes them when it executes the statement itself."""
-    state = statement.compile(dialect=dialect).construct_expanded_state()
+    compiled = _compiled(dialect, query, tuple((b.name, b.type) for b in bindings))
+    values = {b.name: _driver_value(b.type, b.value) for b in bindings}
+    return compiled.sql, compiled.arguments(values)
 
-    def bound(name: str) -> object:
-        value, processor = state.parameters[name], state.processors.get(name)
-        return value if processor is None else processor(value)
 
-    return state.statement, [bound(name) for name in state.positiontup or ()]
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    def arguments(self, values: Mapping[str, object]) -> list[object]:
+        missing = [name for name in self.names if name not in values]
+        if missing:  # the query names a parameter that the report does not declare
+            raise ReportQueryFailed(f"A value is required for bind parameter {missing[0]!r}")
+        processors = self.processors
+        return [values[n] if n not in processors else processors[n](values[n]) for n in self.names]
+
+
+@lru_cache(maxsize=256)
+def _compiled(dialect: Dialect, query: str, kinds: tuple[tuple[str, ParameterType], ...]) -> _Compiled:
+    """Compiled once per query text and parameter types (every job of a report shares them): compiling costs
+    more than running a small report."""
+    statement = sa.text(query).bindparams(*(sa.bindparam(name, type_=_SQL_TYPES[kind]()) for name, kind in kinds))
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ())
+    state = compiled.construct_expanded_state(dict.fromkeys(names))
+    return _Compiled(state.statement, tuple(state.positiontup or ()), dict(state.processors))
 
 
 async def _close_result(result: AsyncResult[Any]) -> None:

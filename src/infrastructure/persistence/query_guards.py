@@ -7,10 +7,9 @@ import json
 import logging
 import sqlite3
 import time
-from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -30,39 +29,22 @@ _MAX_MESSAGE = 300
 _SQLITE_PROGRESS_STEPS = 1_000  # SQLite VM instructions between two looks at the deadline
 
 
-class QueryGuard(Protocol):
-    @abstractmethod
+async def estimate_from_plan(conn: Any, sql: str, args: Sequence[object]) -> int | None:
+    """PostgreSQL's own guess of a query's row count, from its plan (EXPLAIN plans the query, it does not run it),
+    on an asyncpg connection."""
+    plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+    try:
+        return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+    except (TypeError, LookupError, ValueError):
+        return None
+
+
+class SqliteGuard:
+    """What makes a report query safe on SQLite: `query_only`, and a progress handler that interrupts it at its
+    deadline."""
+
     async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
         """Make the connection read-only with a deadline, before the query's transaction begins."""
-
-    @abstractmethod
-    async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
-        """A cheap guess of the number of rows the query returns, or None."""
-
-    @abstractmethod
-    async def leave(self, conn: AsyncConnection) -> None:
-        """Undo `enter` before the connection goes back to the pool."""
-
-
-class PostgresGuard(QueryGuard):
-    async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
-        _ = await conn.execution_options(postgresql_readonly=True)  # BEGIN READ ONLY; reset when returned to the pool
-        milliseconds = max(1, round(timeout_seconds * 1000))  # 0 would mean "no timeout"
-        await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
-
-    async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
-        plan = await conn.scalar(sa.text(f"EXPLAIN (FORMAT JSON) {query}").bindparams(*params))  # plans, no run
-        try:
-            return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
-        except (TypeError, LookupError, ValueError):
-            return None
-
-    async def leave(self, conn: AsyncConnection) -> None:
-        return None  # SET LOCAL ends with the transaction
-
-
-class SqliteGuard(QueryGuard):
-    async def enter(self, conn: AsyncConnection, timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
         driver = await _aiosqlite_connection(conn)
         # Runs in SQLite's thread during the query; a non-zero answer interrupts it (SQLITE_INTERRUPT).
@@ -70,6 +52,7 @@ class SqliteGuard(QueryGuard):
         await conn.exec_driver_sql("PRAGMA query_only = ON")
 
     async def estimate_rows(self, conn: AsyncConnection, query: str, params: Params) -> int | None:
+        """The query's row count (SQLite has no plan estimate), or None."""
         body = query.strip().rstrip(";")
         count = sa.text(f"SELECT count(*) FROM (\n{body}\n)").bindparams(*params)  # noqa: S608 - the report's own query
         try:
@@ -80,6 +63,7 @@ class SqliteGuard(QueryGuard):
             return None  # not countable this way; running the query itself reports any real error
 
     async def leave(self, conn: AsyncConnection) -> None:
+        """Undo `enter` before the connection goes back to the pool."""
         try:
             await conn.rollback()  # ends the read transaction of an unfinished or failed query
             await conn.exec_driver_sql("PRAGMA query_only = OFF")
@@ -91,10 +75,6 @@ class SqliteGuard(QueryGuard):
 
 async def _aiosqlite_connection(conn: AsyncConnection) -> Any:
     return (await conn.get_raw_connection()).driver_connection
-
-
-def guard_for(dialect_name: str) -> QueryGuard:
-    return PostgresGuard() if dialect_name == "postgresql" else SqliteGuard()
 
 
 @contextmanager
