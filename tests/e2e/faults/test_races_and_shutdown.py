@@ -225,7 +225,10 @@ def test_sigterm_on_the_api_lets_in_flight_requests_complete(faults: FaultDeploy
             f"{len(sprayer.accepted)} / {sprayer.refused} / {len(sprayer.failures)}",
             "",
         )
-        record(scenario, "requests reset in the closing listener's backlog", f"{len(sprayer.unanswered)}",
+        record(
+            scenario,
+            "requests reset in the closing listener's backlog",
+            f"{len(sprayer.unanswered)}",
             "",
         )
         assert not incomplete, incomplete
