@@ -153,7 +153,9 @@ async def test_a_small_postgresql_report_is_one_message_for_its_transaction_and_
     sent: list[str] = []
     try:
         pooled = await engine.raw_connection()
-        pooled.driver_connection.add_query_logger(lambda logged: sent.append(logged.query))
+        driver = pooled.driver_connection
+        assert driver is not None
+        driver.add_query_logger(lambda logged: sent.append(logged.query))
         await greenlet_spawn(pooled.close)
 
         small = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 3), batch_size=10)
