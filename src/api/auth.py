@@ -9,7 +9,7 @@ honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -202,13 +202,22 @@ class JwtAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         self._verifier = verifier
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        scheme, _, token = _authorization(connection.scope["headers"]).partition(" ")
         if scheme.lower() != "bearer":
             raise MissingToken
         token = token.strip()
         if not token:
             raise InvalidToken("the token is empty")
         return AuthenticationResult(user=self._verifier.verify(token), auth=token)
+
+
+def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The first Authorization header, read from the raw ASGI headers (building `connection.headers` for one value
+    cost more than verifying a cached token)."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            return value.decode("latin-1")
+    return ""
 
 
 def admin_only(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:

@@ -7,7 +7,7 @@ The in-progress gauge sums the live processes when several API processes share o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -22,6 +22,8 @@ class ApiMetrics:
     duration: Histogram
     in_progress: Gauge
     jobs_submitted: Counter
+    _series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = field(default_factory=dict)
+    """The labelled children by (method, route, status): a bounded set, looked up once each."""
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> ApiMetrics:
@@ -50,5 +52,9 @@ class ApiMetrics:
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"
-        self.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.duration.labels(method=method, route=route).observe(seconds)
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self.requests.labels(method, route, str(status)), self.duration.labels(method, route)
+            self._series[method, route, status] = series
+        series[0].inc()
+        series[1].observe(seconds)

@@ -9,11 +9,13 @@ the request. The access log holds method, route template, status, duration and u
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
-from uuid import uuid4
+from uuid import UUID
 
 import structlog
 from litestar.enums import ScopeType
@@ -28,6 +30,13 @@ _STATE_KEY = "request_id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = structlog.get_logger(__name__)
+_ACCESS_LOG = logging.getLogger(__name__)  # the stdlib logger under `log`: its level check is cached
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID from the process's pseudo-random generator, reseeded in each forked child:
+    a request id needs to be unique, not unguessable, and `uuid4()` costs a system call per request."""
+    return str(UUID(int=random.getrandbits(128), version=4))
 
 
 def request_id_of(scope: Scope) -> str:
@@ -35,7 +44,7 @@ def request_id_of(scope: Scope) -> str:
     state: dict[str, Any] = scope.setdefault("state", {})
     request_id = state.get(_STATE_KEY)
     if not isinstance(request_id, str):
-        request_id = _caller_request_id(scope) or str(uuid4())
+        request_id = _caller_request_id(scope) or new_request_id()
         state[_STATE_KEY] = request_id
     return request_id
 
@@ -88,6 +97,8 @@ class RequestContextMiddleware:
         route = route_of(scope)
         method = str(scope.get("method", ""))
         self._metrics.observe(method, route, status, seconds)
+        if not _ACCESS_LOG.isEnabledFor(logging.INFO):  # skip building a line that the level drops anyway
+            return
         user = scope.get("user")
         log.info(
             "http_request",

@@ -23,7 +23,21 @@ def use_multiprocess_metrics(path: Path) -> None:
     for stale in path.glob("*.db"):
         stale.unlink()
     os.environ[MULTIPROCESS_DIR_ENV] = str(path)
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue(process_identifier=_pid)  # type: ignore[no-untyped-call]
+
+
+def _remember_pid() -> None:
+    _PID[0] = os.getpid()
+
+
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=_remember_pid)
+
+
+def _pid() -> int:
+    """os.getpid() without the system call: prometheus_client asks for it on every metric update (to notice a fork),
+    which cost more than the update itself. Kept right by a fork hook; a spawned process imports this afresh."""
+    return _PID[0]
 
 
 def use_single_process_metrics() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from uuid import UUID
@@ -93,7 +94,10 @@ async def test_unexpected_exception_is_a_generic_500_problem_logged_with_its_tra
     assert isinstance(logged["exc_info"], RuntimeError)
 
 
-async def test_one_access_log_line_per_request_without_the_token(client: Client, alice: dict[str, str]) -> None:
+async def test_one_access_log_line_per_request_without_the_token(
+    client: Client, alice: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     with structlog.testing.capture_logs(processors=[merge_contextvars]) as logs:
         response = await client.get(f"/api/v1/jobs/{UNKNOWN_ID}", headers={**alice, "X-Request-ID": "req-7"})
 
@@ -105,6 +109,17 @@ async def test_one_access_log_line_per_request_without_the_token(client: Client,
     token = alice["Authorization"].removeprefix("Bearer ")
     assert all(token not in repr(entry) for entry in logs)
     assert response.status_code == 404
+
+
+async def test_no_access_log_line_is_built_below_its_level(
+    client: Client, alice: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with structlog.testing.capture_logs() as logs:  # captures whatever is logged, whatever the level
+        response = await client.get(f"/api/v1/jobs/{UNKNOWN_ID}", headers=alice)
+
+    assert response.status_code == 404
+    assert not [entry for entry in logs if entry["event"] == "http_request"]
 
 
 async def test_lifespan_factories_open_in_order_and_close_in_reverse(
