@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
@@ -101,3 +102,15 @@ async def load_job(engine: AsyncEngine, job: JobExecutionLog) -> JobExecutionLog
         loaded = await uow.jobs.get(job.id)
     assert loaded is not None
     return loaded
+
+
+async def logged_statements(engine: AsyncEngine) -> list[str]:
+    """A list that fills with every statement that the engine's pooled connection sends from now on (asyncpg logs
+    them soon after, not during, each one). Give the engine `pool_size=1`, so that it is the one connection."""
+    sent: list[str] = []
+    pooled = await engine.raw_connection()
+    driver = pooled.driver_connection
+    assert driver is not None
+    driver.add_query_logger(lambda logged: sent.append(logged.query))
+    await greenlet_spawn(pooled.close)
+    return sent

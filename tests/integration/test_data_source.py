@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import Row
@@ -19,7 +18,7 @@ from infrastructure.persistence.data_source import SqlReportDataSource, bind_par
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.query_guards import WRITE_ATTEMPT
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import a_report, store
+from tests.integration.persistence_helpers import a_report, logged_statements, store
 
 pytestmark = pytest.mark.integration
 
@@ -150,13 +149,8 @@ SERIES = "SELECT n FROM generate_series(1, :last) AS n"
 
 async def test_a_small_postgresql_report_is_one_message_for_its_transaction_and_asks_for_no_plan(pg_url: str) -> None:
     engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
-    sent: list[str] = []
     try:
-        pooled = await engine.raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
-        driver.add_query_logger(lambda logged: sent.append(logged.query))
-        await greenlet_spawn(pooled.close)
+        sent = await logged_statements(engine)
 
         small = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 3), batch_size=10)
         await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query

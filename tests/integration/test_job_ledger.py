@@ -14,7 +14,6 @@ from uuid import uuid4
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from application.errors import StorageUnavailable
 from application.job_ledger import UnitOfWorkJobLedger
@@ -25,7 +24,17 @@ from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.conftest import disposable, emptied
-from tests.integration.persistence_helpers import LEASE, T0, a_job, a_report, fields, load_job, started, store
+from tests.integration.persistence_helpers import (
+    LEASE,
+    T0,
+    a_job,
+    a_report,
+    fields,
+    load_job,
+    logged_statements,
+    started,
+    store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -149,16 +158,11 @@ async def test_leases_are_renewed_only_for_jobs_still_running_in_the_same_attemp
 
 async def test_claim_save_and_renewal_are_one_statement_each_without_transaction_round_trips(pg_url: str) -> None:
     engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
-    sent: list[str] = []
     try:
         job = await a_stored_job(engine)
         ledger = PostgresJobLedger(engine)
         await ledger.renew_leases([job])  # asyncpg looks the array types up once per connection
-        pooled = await engine.raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
-        driver.add_query_logger(lambda logged: sent.append(logged.query))
-        await greenlet_spawn(pooled.close)
+        sent = await logged_statements(engine)
 
         claimed = await ledger.claim(job.id, T0, T0 + LEASE)
         assert claimed is not None

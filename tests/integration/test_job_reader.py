@@ -7,13 +7,12 @@ from uuid import uuid4
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from application.errors import StorageUnavailable
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_reader import SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import a_job, a_report, fields, started, store
+from tests.integration.persistence_helpers import a_job, a_report, fields, logged_statements, started, store
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +46,8 @@ async def test_does_not_see_uncommitted_jobs(engine: AsyncEngine) -> None:
 
 async def test_reads_with_one_statement_and_no_transaction_round_trips(pg_url: str) -> None:
     engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
-    sent: list[str] = []
     try:
-        pooled = await engine.raw_connection()
-        driver = pooled.driver_connection
-        assert driver is not None
-        driver.add_query_logger(lambda logged: sent.append(logged.query))
-        await greenlet_spawn(pooled.close)
+        sent = await logged_statements(engine)
 
         await SqlAlchemyJobReader(engine).get(uuid4())
         await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query
