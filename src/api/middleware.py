@@ -86,12 +86,14 @@ class RequestContextMiddleware:
 
         started = time.perf_counter()
         self._metrics.in_progress.inc()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self._app(scope, receive, send_with_request_id)
-            finally:
-                self._metrics.in_progress.dec()
-                self._record(scope, status, time.perf_counter() - started)
+        # bind + reset rather than bound_contextvars, which copies the whole context to save what it overwrites
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self._app(scope, receive, send_with_request_id)
+        finally:
+            self._metrics.in_progress.dec()
+            self._record(scope, status, time.perf_counter() - started)
+            structlog.contextvars.reset_contextvars(**tokens)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = route_of(scope)
