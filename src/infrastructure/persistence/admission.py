@@ -12,7 +12,7 @@ from application.ports import Admission, JobAdmission
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
-from infrastructure.persistence.driver import driver_connection
+from infrastructure.persistence.driver import run_on_driver
 from infrastructure.persistence.engine import storage_errors
 from infrastructure.persistence.mapping import job_to_row
 from infrastructure.persistence.repositories import SqlAlchemyReportRepository, owner_lock_key
@@ -68,6 +68,8 @@ class PostgresJobAdmission(JobAdmission):
         if idempotency is not None:
             return await self._transactional.admit(job, report=report, max_active=max_active, idempotency=idempotency)
         row = msgspec.json.encode(job_to_row(job)).decode()
-        async with driver_connection(self._engine) as conn:
-            outcome = await conn.fetchval(_ADMIT, row, report.updated_at, max_active, owner_lock_key(job.owner_id))
+        lock = owner_lock_key(job.owner_id)
+        outcome = await run_on_driver(
+            self._engine, lambda conn: conn.fetchval(_ADMIT, row, report.updated_at, max_active, lock)
+        )
         return _OUTCOMES[str(outcome)]

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.ports import JobLedger
 from domain.errors import ConcurrentUpdate
 from domain.jobs import JobExecutionLog, JobStatus
-from infrastructure.persistence.driver import driver_connection
+from infrastructure.persistence.driver import run_on_driver
 from infrastructure.persistence.mapping import job_state, row_to_job
 from infrastructure.persistence.repositories import GET_JOB_POSTGRES
 
@@ -42,19 +42,19 @@ class PostgresJobLedger(JobLedger):
         self._engine = engine
 
     async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
-        async with driver_connection(self._engine) as conn:
-            record = await conn.fetchrow(_CLAIM, job_id, now, lease_until)
+        record = await run_on_driver(self._engine, lambda conn: conn.fetchrow(_CLAIM, job_id, now, lease_until))
         return None if record is None else row_to_job(record)
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
-        async with driver_connection(self._engine) as conn:
-            record = await conn.fetchrow(GET_JOB_POSTGRES, job_id)
+        record = await run_on_driver(self._engine, lambda conn: conn.fetchrow(GET_JOB_POSTGRES, job_id))
         return None if record is None else row_to_job(record)
 
     async def save(self, job: JobExecutionLog) -> None:
         state = job_state(job)
-        async with driver_connection(self._engine) as conn:
-            status = await conn.execute(_save_statement(tuple(state)), job.id, job.version, *state.values())
+        statement = _save_statement(tuple(state))
+        status = await run_on_driver(
+            self._engine, lambda conn: conn.execute(statement, job.id, job.version, *state.values())
+        )
         if status != "UPDATE 1":
             raise ConcurrentUpdate(job.id)
         job.version += 1
@@ -64,6 +64,5 @@ class PostgresJobLedger(JobLedger):
             return set()
         columns = ([j.id for j in jobs], [j.attempts for j in jobs], [j.progress for j in jobs])
         leases = [j.lease_expires_at for j in jobs]
-        async with driver_connection(self._engine) as conn:
-            records = await conn.fetch(_RENEW, *columns, leases)
+        records = await run_on_driver(self._engine, lambda conn: conn.fetch(_RENEW, *columns, leases))
         return {record["id"] for record in records}

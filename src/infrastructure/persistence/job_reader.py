@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ports import JobReader
 from domain.jobs import JobExecutionLog
-from infrastructure.persistence.driver import driver_connection
+from infrastructure.persistence.driver import run_on_driver
 from infrastructure.persistence.engine import storage_errors
 from infrastructure.persistence.mapping import row_to_job
 from infrastructure.persistence.repositories import GET_JOB, GET_JOB_POSTGRES
@@ -23,8 +23,7 @@ class SqlAlchemyJobReader(JobReader):
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         if self._postgres:
-            async with driver_connection(self._engine) as conn:
-                record = await conn.fetchrow(GET_JOB_POSTGRES, job_id)
+            record = await run_on_driver(self._engine, lambda conn: conn.fetchrow(GET_JOB_POSTGRES, job_id))
             return None if record is None else row_to_job(record)
         with storage_errors():
             async with self._engine.connect() as conn:
