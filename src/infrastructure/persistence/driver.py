@@ -1,10 +1,11 @@
-"""The asyncpg connection under a pooled SQLAlchemy connection, for one-statement hot paths on PostgreSQL.
+"""The asyncpg connection under a pooled SQLAlchemy connection, for the hot paths on PostgreSQL.
 
-SQLAlchemy keeps the pool, the engine's settings and everything else; only the statements that every poll and
-every generate request runs skip its execution layer, which costs several times the statement itself on these
-tiny primary-key queries (measured on this project's 2-core machine: 210 µs of CPU per status read through a
-Core `select`, 85-90 µs through the driver connection). Such statements run in autocommit, as asyncpg does
-unless told otherwise; the connection goes back to the pool afterwards, or is discarded if anything failed.
+SQLAlchemy keeps the pool, the engine's settings and everything else; only the statements that every poll, every
+generate request and every job runs skip its execution layer, which costs several times the statement itself on
+these tiny primary-key queries (measured on this project's 2-core machine: 210 µs of CPU per status read through
+a Core `select`, 85-90 µs through the driver connection). Such statements run in autocommit, as asyncpg does
+unless told otherwise (a report query opens and ends its own read-only transaction); the connection goes back to
+the pool afterwards, or is discarded if anything failed.
 """
 
 from __future__ import annotations
