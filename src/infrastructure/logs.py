@@ -5,6 +5,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -28,6 +29,12 @@ JOB_CLOCK_KEY = "_job_clock"
 """Context variable bound by the worker hook: when the delivery started (time.monotonic), for `duration_ms`."""
 
 
+@lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    """Whether a field's name says it holds a secret (asked of every field of every line; the names repeat)."""
+    return _SENSITIVE_KEY.search(key) is not None
+
+
 class Redactor:
     """A structlog processor that keeps secrets out of log lines, whatever code logged them.
 
@@ -40,7 +47,7 @@ class Redactor:
         self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True))
 
     def __call__(self, logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
-        return {key: REDACTED if _SENSITIVE_KEY.search(key) else self._scrub(value) for key, value in event.items()}
+        return {key: REDACTED if _sensitive(key) else self._scrub(value) for key, value in event.items()}
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -52,7 +59,7 @@ class Redactor:
                     value = pattern.sub(replacement, value)
             return value
         if isinstance(value, Mapping):
-            return {k: REDACTED if _SENSITIVE_KEY.search(str(k)) else self._scrub(v) for k, v in value.items()}
+            return {k: REDACTED if _sensitive(str(k)) else self._scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._scrub(item) for item in value]
         return value
