@@ -9,7 +9,7 @@ honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -22,6 +22,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
+
+from api.headers import first_header
 
 ADMIN_ROLE = "admin"
 _CACHE_SIZE = 4096
@@ -202,22 +204,15 @@ class JwtAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         self._verifier = verifier
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        scheme, _, token = _authorization(connection.scope["headers"]).partition(" ")
+        # Read from the raw ASGI headers: building `connection.headers` for one value cost more than verifying a
+        # cached token.
+        scheme, _, token = (first_header(connection.scope, b"authorization") or "").partition(" ")
         if scheme.lower() != "bearer":
             raise MissingToken
         token = token.strip()
         if not token:
             raise InvalidToken("the token is empty")
         return AuthenticationResult(user=self._verifier.verify(token), auth=token)
-
-
-def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The first Authorization header, read from the raw ASGI headers (building `connection.headers` for one value
-    cost more than verifying a cached token)."""
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            return value.decode("latin-1")
-    return ""
 
 
 def admin_only(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:

@@ -22,6 +22,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Principal
+from api.headers import first_header
 from api.metrics import UNMATCHED_ROUTE, ApiMetrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -50,11 +51,8 @@ def request_id_of(scope: Scope) -> str:
 
 
 def _caller_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name.lower() == _HEADER_KEY:
-            candidate = value.decode("latin-1")
-            return candidate if _SANE_REQUEST_ID.fullmatch(candidate) else None
-    return None
+    candidate = first_header(scope, _HEADER_KEY)
+    return candidate if candidate is not None and _SANE_REQUEST_ID.fullmatch(candidate) else None
 
 
 def route_of(scope: Scope) -> str:
