@@ -6,17 +6,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs from uv.lock; uv itself comes pinned by hash from tools/uv-requirements.txt into a venv of its own.
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install fmt lint test test-unit test-integration test-e2e run run-api run-worker migrate token bench clean
+.PHONY: help install upgrade-deps fmt lint test test-unit test-integration test-e2e run run-api run-worker migrate token bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e '.[dev]' && touch $(STAMP)
+$(UV): tools/uv-requirements.txt
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r tools/uv-requirements.txt && touch $(UV)
 
-install: $(STAMP) ## create .venv and install reportgen with its dev tools
+$(STAMP): pyproject.toml uv.lock $(UV)
+	@$(UV) sync --quiet --locked --extra dev --python $(PYTHON) && touch $(STAMP)
+
+install: $(STAMP) ## create .venv with exactly the versions in uv.lock (reportgen and its dev tools)
+
+upgrade-deps: $(UV) ## refresh uv.lock to the newest versions pyproject.toml allows, install them, run lint and tests
+	@$(UV) lock --upgrade && $(MAKE) lint test
 
 fmt: $(STAMP) ## format and autofix
 	@$(BIN)/ruff format src tests && $(BIN)/ruff check --fix src tests
@@ -51,5 +62,5 @@ run-worker: $(STAMP) ## production worker through the arq CLI
 bench: $(STAMP) ## benchmarks (see README)
 	@$(BIN)/python -m bench
 
-clean: ## remove the virtual environment and local state
-	@rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+clean: ## remove the virtual environments and local state
+	@rm -rf $(VENV) $(TOOLS) var .mypy_cache .ruff_cache .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,6 +22,9 @@ _ISO_TYPES = (datetime, date, time, timedelta, UUID, bytes)
 # What makes the csv module quote a field with our dialect (QUOTE_MINIMAL, `,`, `"`, CRLF line ends).
 _QUOTE_TRIGGERS = (",", '"', "\r", "\n")
 _NON_FINITE_MARKERS = (b"NaN", b"Infinity")
+# The text of a float or Decimal holds an "n" or "N" only when the value is NaN or infinite ("nan", "-inf", "NaN",
+# "sNaN", "-Infinity"); an exponent is written with "e"/"E".
+_NON_FINITE_LETTERS = ("n", "N")
 _BOOL_TEXT = {True: "true", False: "false"}
 
 
@@ -39,12 +43,14 @@ def _csv_text(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return str(value) if math.isfinite(value) else ""  # NaN and infinities are NULL, as in JSON
     if isinstance(value, Decimal):
-        return format(value, "f")  # exact, and never in exponent notation ("0E-8")
+        return format(value, "f") if value.is_finite() else ""  # exact, never in exponent notation ("0E-8")
     if isinstance(value, list | tuple | dict):  # array and JSON columns
-        return _JSON.encode(value).decode()
+        return _JSON.encode(_finite_or_none(value)).decode()
     if isinstance(value, _ISO_TYPES):
         return str(msgspec.to_builtins(value))
     return str(value)
@@ -54,8 +60,17 @@ def _decimal_texts(values: Sequence[Any]) -> Sequence[str]:
     """`format(value, "f")` of each value: that is `str(value)` (converted in C) unless `str` used an exponent."""
     texts: list[str] = msgspec.to_builtins(values)
     joined = "".join(texts)
+    if any(letter in joined for letter in _NON_FINITE_LETTERS):
+        return list(map(_csv_text, values))
     if "E" in joined or "e" in joined:
         return list(map(format, values, repeat("f")))
+    return texts
+
+
+def _float_texts(values: Sequence[Any]) -> Sequence[str]:
+    texts = list(map(str, values))
+    if any(letter in "".join(texts) for letter in _NON_FINITE_LETTERS):
+        return list(map(_csv_text, values))
     return texts
 
 
@@ -72,7 +87,7 @@ def _same(values: Sequence[Any]) -> Sequence[str]:
 _COLUMN_TEXTS: dict[type, Callable[[Sequence[Any]], Sequence[str]]] = {
     str: _same,
     int: _int_texts,
-    float: lambda values: list(map(str, values)),
+    float: _float_texts,
     bool: lambda values: list(map(_BOOL_TEXT.__getitem__, values)),
     Decimal: _decimal_texts,
     **dict.fromkeys(_ISO_TYPES, msgspec.to_builtins),
@@ -101,7 +116,7 @@ class CsvEncoder(RowEncoder):
     """RFC 4180: CRLF line ends, fields quoted only where needed, a header row, UTF-8 without BOM.
 
     None is an empty field, booleans are `true`/`false`, dates and times ISO 8601 (UTC as `Z`),
-    decimals exact in plain notation.
+    decimals exact in plain notation. NaN and infinities are NULL (an empty field; null inside arrays), as in JSON.
     """
 
     def __init__(self) -> None:
@@ -157,7 +172,14 @@ def _unique_names(columns: Sequence[str]) -> list[str]:
 
 
 def _finite_or_none(value: object) -> object:
-    return None if isinstance(value, Decimal) and not value.is_finite() else value
+    """The value with every NaN or infinite Decimal in it (in arrays and JSON documents too) replaced by None."""
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    return value
 
 
 class JsonEncoder(RowEncoder):
@@ -184,9 +206,7 @@ class JsonEncoder(RowEncoder):
     def encode(self, rows: Sequence[Row]) -> bytes:
         if not rows:
             return b""
-        lines = self._encode(rows)
-        if any(marker in lines for marker in _NON_FINITE_MARKERS):  # rare: re-encode without NaN decimals
-            lines = self._encode([[_finite_or_none(value) for value in row] for row in rows])
+        lines = self._encode_finite(rows)
         separator = b",\n" if self._rows_written else b"\n"
         self._rows_written = True
         # Encoded JSON never holds a raw newline, so each "\n" ends exactly one row object.
@@ -194,6 +214,17 @@ class JsonEncoder(RowEncoder):
 
     def end(self) -> bytes:
         return b"\n]\n" if self._rows_written else b"]\n"
+
+    def _encode_finite(self, rows: Sequence[Row]) -> bytes:
+        """The rows with NaN and infinite decimals as null. msgspec up to 0.22 writes them as `NaN`/`Infinity`
+        (not JSON), 0.23 refuses them: either way the rare batch that holds one is encoded again without them."""
+        try:
+            lines = self._encode(rows)
+            if not any(marker in lines for marker in _NON_FINITE_MARKERS):
+                return lines
+        except ValueError:
+            pass
+        return self._encode([[_finite_or_none(value) for value in row] for row in rows])
 
     def _encode(self, rows: Sequence[Row]) -> bytes:
         return self._encoder.encode_lines(list(starmap(self._row_type, rows)))

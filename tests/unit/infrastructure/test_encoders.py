@@ -215,6 +215,29 @@ def test_json_turns_non_finite_decimals_into_null_so_the_document_stays_valid() 
     assert json.loads(data) == [{"d": None, "s": "NaN is fine in a string"}, {"d": None, "s": "x"}, {"d": 1, "s": "y"}]
 
 
+NON_FINITE = [Decimal("NaN"), Decimal("-NaN"), Decimal("sNaN"), Decimal("Infinity"), Decimal("-Infinity")]
+NON_FINITE_FLOATS = [float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("value", [*NON_FINITE, *NON_FINITE_FLOATS], ids=str)
+def test_json_writes_nan_and_infinities_as_null_alone_in_arrays_and_in_documents(value: object) -> None:
+    rows = [(value, [Decimal("1.5"), value], {"k": value}), (Decimal("2"), [], {})]
+
+    data = encode_all(JsonEncoder(), ["v", "a", "doc"], rows)
+
+    assert json.loads(data) == [{"v": None, "a": [1.5, None], "doc": {"k": None}}, {"v": 2, "a": [], "doc": {}}]
+
+
+@pytest.mark.parametrize("value", [*NON_FINITE, *NON_FINITE_FLOATS], ids=str)
+def test_csv_writes_nan_and_infinities_as_null_in_typed_mixed_and_array_columns(value: object) -> None:
+    same_type = Decimal("2.5") if isinstance(value, Decimal) else 2.5
+    rows = [(value, value, [value, 1]), (same_type, "text", None), (None, None, [])]
+
+    data = encode_all(CsvEncoder(), ["typed", "mixed", "array"], rows)
+
+    assert parse_csv(data) == [["typed", "mixed", "array"], ["", "", "[null,1]"], ["2.5", "text", ""], ["", "", "[]"]]
+
+
 def test_json_escapes_quotes_newlines_and_keeps_unicode() -> None:
     text = 'line "one"\nline two ✓'
 
