@@ -26,9 +26,15 @@ from application.ports import (
 )
 from domain.errors import ConcurrentUpdate, DuplicateIdempotencyKey
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog, JobOwner, JobStatus
 from domain.reports import Binding, ReportConfiguration
-from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
+from domain.repositories import (
+    Admission,
+    IdempotencyRepository,
+    JobOwnerRepository,
+    JobRepository,
+    ReportRepository,
+)
 
 
 @dataclass
@@ -38,6 +44,8 @@ class FakeDatabase:
     reports: dict[UUID, ReportConfiguration] = field(default_factory=dict)
     jobs: dict[UUID, JobExecutionLog] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
+    """Per-user limits an admin set (0: no limit)."""
     log: list[str] = field(default_factory=list)
     unavailable: bool = False
     fail_commit: bool = False
@@ -90,9 +98,27 @@ class FakeJobRepository(JobRepository):
         job = self._pending.get(job_id) or self._db.jobs.get(job_id)
         return copy.deepcopy(job)
 
-    async def add(self, job: JobExecutionLog) -> None:
+    async def add(
+        self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
+    ) -> Admission:
         self._db.check()
+        report = self._db.reports.get(job.report_id)
+        if as_read is not None and (report is None or report.deleted_at or report.updated_at != as_read.updated_at):
+            return Admission.REPORT_CHANGED
+        limit = self._db.limits.get(job.owner_id, default_limit)
+        if limit and not job.is_terminal and self._active(job.owner_id) >= limit:
+            return Admission.TOO_MANY_ACTIVE
+        job.saved()
         self._pending[job.id] = copy.deepcopy(job)
+        return Admission.QUEUED
+
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        job = await self.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        job.start(now, lease_until)
+        await self.update(job)
+        return job
 
     async def update(self, job: JobExecutionLog) -> None:
         self._db.check()
@@ -100,6 +126,7 @@ class FakeJobRepository(JobRepository):
         if stored is None or stored.version != job.version:
             raise ConcurrentUpdate(job.id)
         job.version += 1
+        job.saved()
         self._pending[job.id] = copy.deepcopy(job)
 
     async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
@@ -112,8 +139,7 @@ class FakeJobRepository(JobRepository):
         expired = [j for j in self._db.jobs.values() if j.result_expired(now) and j.artifact is not None]
         return [copy.deepcopy(j) for j in sorted(expired, key=lambda j: j.expires_at or now)][:limit]
 
-    async def count_active(self, owner_id: str) -> int:
-        self._db.check()
+    def _active(self, owner_id: str) -> int:
         merged = {**self._db.jobs, **self._pending}
         return sum(1 for j in merged.values() if j.owner_id == owner_id and not j.is_terminal)
 
@@ -127,6 +153,24 @@ class FakeJobRepository(JobRepository):
         stored.lease_expires_at = job.lease_expires_at
         self._pending[job.id] = stored
         return True
+
+
+class FakeJobOwnerRepository(JobOwnerRepository):
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    async def get(self, owner_id: str) -> JobOwner:
+        self._db.check()
+        active = sum(1 for j in self._db.jobs.values() if j.owner_id == owner_id and not j.is_terminal)
+        return JobOwner(owner_id, active, self._db.limits.get(owner_id))
+
+    async def set_limit(self, owner_id: str, max_active_jobs: int | None) -> JobOwner:
+        self._db.check()
+        if max_active_jobs is None:
+            self._db.limits.pop(owner_id, None)
+        else:
+            self._db.limits[owner_id] = max_active_jobs
+        return await self.get(owner_id)
 
 
 class FakeIdempotencyRepository(IdempotencyRepository):
@@ -164,6 +208,7 @@ class FakeUnitOfWork(UnitOfWork):
         self._pending_keys: dict[tuple[str, str], IdempotencyRecord | None] = {}
         self.reports = FakeReportRepository(db, self._pending_reports)
         self.jobs = FakeJobRepository(db, self._pending_jobs)
+        self.owners = FakeJobOwnerRepository(db)
         self.idempotency = FakeIdempotencyRepository(db, self._pending_keys)
         self.committed = False
 

@@ -1,4 +1,4 @@
-"""Seed steps 3-9: accept a report request, record it as a Queued job, and hand it to the queue."""
+"""Accept a report request, record it as a Queued job, and hand it to the queue."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from application.errors import QueueUnavailable, StorageUnavailable
-from application.job_admission import UnitOfWorkAdmission
-from application.ports import Admission, Clock, IdFactory, JobAdmission, JobQueue, UnitOfWorkFactory
+from application.ports import Clock, IdFactory, JobAdmission, JobQueue, UnitOfWorkFactory
 from domain.errors import (
     ConcurrentUpdate,
     DuplicateIdempotencyKey,
@@ -20,6 +19,7 @@ from domain.errors import (
 )
 from domain.idempotency import IdempotencyRecord, fingerprint
 from domain.jobs import ErrorCode, JobExecutionLog
+from domain.repositories import Admission
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +51,26 @@ class InitiateAsynchronousReportJob:
     reached, the request fails with 503 and the job is closed as Failed (code QUEUE_UNAVAILABLE), so a
     retry starts afresh. With an Idempotency-Key, the same user repeating the same request gets the first
     job back, also when the two requests race; the same key with a different request is refused (422).
-    A user may have only a limited number of jobs Queued or Running at once (429 over it).
+    A user may have only a limited number of jobs Queued or Running at once (429 over it): `default_limit`, or
+    the limit an admin set for that user; 0 means no limit.
     """
 
     def __init__(
         self,
         uow: UnitOfWorkFactory,
+        admission: JobAdmission,
         queue: JobQueue,
         clock: Clock,
+        *,
+        default_limit: int = 0,
         new_id: IdFactory = uuid4,
-        max_active_jobs: int | None = None,
-        admission: JobAdmission | None = None,
     ) -> None:
         self._uow = uow
-        self._admission = admission or UnitOfWorkAdmission(uow)
+        self._admission = admission
         self._queue = queue
         self._clock = clock
         self._new_id = new_id
-        self._max_active_jobs = max_active_jobs
+        self._default_limit = default_limit
 
     async def execute(self, command: InitiateReportJob) -> JobInitiated:
         replay = await self._replay(command)
@@ -120,12 +122,12 @@ class InitiateAsynchronousReportJob:
             if command.idempotency_key is not None:
                 record = IdempotencyRecord(command.user_id, command.idempotency_key, _fingerprint(command), job.id, now)
             admission = await self._admission.admit(
-                job, report=report, max_active=self._max_active_jobs, idempotency=record
+                job, report=report, default_limit=self._default_limit, idempotency=record
             )
             if admission is Admission.QUEUED:
                 return job
             if admission is Admission.TOO_MANY_ACTIVE:
-                raise TooManyActiveJobs(self._max_active_jobs or 0)
+                raise TooManyActiveJobs
         raise ConcurrentUpdate(command.report_id)  # the report changed on every read
 
     async def _close_unqueued(self, job: JobExecutionLog, command: InitiateReportJob) -> None:

@@ -1,20 +1,20 @@
-"""Job admission over the unit of work: the portable implementation (SQLite, the fakes), no cache."""
+"""Job admission over the unit of work: the portable implementation (SQLite, and requests with an
+Idempotency-Key on PostgreSQL), no cache."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from application.ports import Admission, JobAdmission, UnitOfWorkFactory
+from application.ports import JobAdmission, UnitOfWorkFactory
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
+from domain.repositories import Admission
 
 
 class UnitOfWorkAdmission(JobAdmission):
-    """Reads the report on every call; admits in one transaction: report check, per-user count, inserts, commit.
-
-    The repositories' `count_active` serializes one user's admissions (see JobRepository), so the limit is exact.
-    """
+    """Reads the report on every call; admits in one transaction: the job (with the report check and the owner's
+    limit, see JobRepository.add), its idempotency key, commit."""
 
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
@@ -28,16 +28,13 @@ class UnitOfWorkAdmission(JobAdmission):
         job: JobExecutionLog,
         *,
         report: ReportConfiguration,
-        max_active: int | None,
+        default_limit: int,
         idempotency: IdempotencyRecord | None = None,
     ) -> Admission:
         async with self._uow() as uow:
-            current = await uow.reports.get(report.id)
-            if current is None or current.updated_at != report.updated_at:
-                return Admission.REPORT_CHANGED
-            if max_active is not None and await uow.jobs.count_active(job.owner_id) >= max_active:
-                return Admission.TOO_MANY_ACTIVE
-            await uow.jobs.add(job)
+            admission = await uow.jobs.add(job, default_limit=default_limit, as_read=report)
+            if admission is not Admission.QUEUED:
+                return admission
             if idempotency is not None:
                 await uow.idempotency.add(idempotency)
             await uow.commit()

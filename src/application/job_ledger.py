@@ -7,27 +7,20 @@ from datetime import datetime
 from uuid import UUID
 
 from application.ports import JobLedger, UnitOfWorkFactory
-from domain.errors import ConcurrentUpdate
-from domain.jobs import JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog
 
 
 class UnitOfWorkJobLedger(JobLedger):
-    """Each call is one unit of work: a read and a version-guarded write for a claim, one write otherwise."""
+    """Each call is one unit of work of its own."""
 
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
     async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
         async with self._uow() as uow:
-            job = await uow.jobs.get(job_id)
-            if job is None or job.status is not JobStatus.QUEUED:
-                return None
-            job.start(now, lease_until)
-            try:
-                await uow.jobs.update(job)
-            except ConcurrentUpdate:  # another delivery claimed it between the read and the write
-                return None
-            await uow.commit()
+            job = await uow.jobs.claim(job_id, now, lease_until)
+            if job is not None:
+                await uow.commit()
         return job
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:

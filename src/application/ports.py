@@ -6,7 +6,6 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from enum import Enum
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -14,7 +13,7 @@ from uuid import UUID
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import Binding, ReportConfiguration
-from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
+from domain.repositories import Admission, IdempotencyRepository, JobOwnerRepository, JobRepository, ReportRepository
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware UTC."""
@@ -31,6 +30,7 @@ class UnitOfWork(Protocol):
 
     reports: ReportRepository
     jobs: JobRepository
+    owners: JobOwnerRepository
     idempotency: IdempotencyRepository
 
     @abstractmethod
@@ -46,13 +46,6 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
-
-
-class Admission(Enum):
-    QUEUED = "queued"
-    REPORT_CHANGED = "report_changed"
-    """The report was updated or deleted since it was read: read it afresh and decide again."""
-    TOO_MANY_ACTIVE = "too_many_active"
 
 
 class JobAdmission(Protocol):
@@ -72,12 +65,13 @@ class JobAdmission(Protocol):
         job: JobExecutionLog,
         *,
         report: ReportConfiguration,
-        max_active: int | None,
+        default_limit: int,
         idempotency: IdempotencyRecord | None = None,
     ) -> Admission:
         """Record `job` (and `idempotency`) in one transaction, provided that `report` is still current (neither
-        updated nor deleted since it was read) and that the owner has fewer than `max_active` Queued or Running
-        jobs (exactly, also under concurrent requests). Raises DuplicateIdempotencyKey when the key is taken."""
+        updated nor deleted since it was read) and that the owner has fewer Queued or Running jobs than their
+        limit (see JobRepository.add; `default_limit` 0: none), exactly, also under concurrent requests. Raises
+        DuplicateIdempotencyKey when the key is taken."""
 
 
 class JobLedger(Protocol):

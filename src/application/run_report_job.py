@@ -14,7 +14,6 @@ from uuid import UUID
 
 from application.errors import QueueUnavailable, ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.heartbeat import Heartbeat, LeaseLost
-from application.job_ledger import UnitOfWorkJobLedger
 from application.ports import (
     ArtifactStore,
     Clock,
@@ -22,7 +21,6 @@ from application.ports import (
     JobQueue,
     ReportDataSource,
     RowEncoderFactory,
-    UnitOfWorkFactory,
 )
 from domain.errors import ConcurrentUpdate, InvalidJobTransition
 from domain.jobs import ArtifactRef, ErrorCode, JobError, JobExecutionLog, JobStatus
@@ -109,16 +107,15 @@ class RunReportJob:
 
     def __init__(
         self,
-        uow: UnitOfWorkFactory,
+        ledger: JobLedger,
         source: ReportDataSource,
         artifacts: ArtifactStore,
         encoders: Mapping[str, RowEncoderFactory],
         queue: JobQueue,
         clock: Clock,
         policy: RunPolicy | None = None,
-        ledger: JobLedger | None = None,
     ) -> None:
-        self._ledger = ledger or UnitOfWorkJobLedger(uow)
+        self._ledger = ledger
         self._source = source
         self._artifacts = artifacts
         self._encoders = encoders

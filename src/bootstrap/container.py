@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
+from application.job_ledger import UnitOfWorkJobLedger
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
-from application.ports import JobQueue, UnitOfWork
+from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
@@ -39,7 +40,7 @@ from infrastructure.persistence.admission import PostgresJobAdmission
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
-from infrastructure.persistence.job_reader import SqlAlchemyJobReader
+from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from settings import Settings
 
@@ -157,13 +158,17 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
             lost_after_seconds=settings.lease_seconds,
         )
     )
-    # PostgreSQL: the hot paths' statements in as few round trips as they can take; else the unit of work's.
-    postgres = engine.dialect.name == "postgresql"
-    admission = PostgresJobAdmission(engine, UnitOfWorkAdmission(uow)) if postgres else None
-    ledger = metrics.observe_ledger(PostgresJobLedger(engine)) if postgres else None
+    # The one choice between the paths: on PostgreSQL the hot paths run the unit of work's statements on the driver
+    # connection, some composed into one round trip; elsewhere they run as units of work.
+    admission: JobAdmission = UnitOfWorkAdmission(uow)
+    ledger: JobLedger = UnitOfWorkJobLedger(uow)  # counted by the observed unit of work
+    reader: JobReader = SqlAlchemyJobReader(engine)
+    if engine.dialect.name == "postgresql":
+        admission = PostgresJobAdmission(engine, transactional=admission)
+        ledger = metrics.observe_ledger(PostgresJobLedger(engine))
+        reader = PostgresJobReader(engine)
     source = SqlReportDataSource(reporting)
-    run = RunReportJob(uow, source, artifacts, ENCODERS, queue, clock, _policy(settings), ledger=ledger)
-    reader = SqlAlchemyJobReader(engine)
+    run = RunReportJob(ledger, source, artifacts, ENCODERS, queue, clock, _policy(settings))
     reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
     return Container(
         settings=settings,
@@ -173,7 +178,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         redis=redis,
         run_job=metrics.instrument(run.execute),
         initiate=InitiateAsynchronousReportJob(
-            uow, queue, clock, max_active_jobs=settings.max_active_jobs_per_user, admission=admission
+            uow, admission, queue, clock, default_limit=settings.max_active_jobs_per_user
         ),
         get_status=GetJobStatus(reader),
         get_result=GetJobResult(reader, artifacts, clock),

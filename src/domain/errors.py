@@ -56,9 +56,8 @@ class ResultExpired(DomainError):
 class TooManyActiveJobs(DomainError):
     """The user already has the maximum number of Queued or Running jobs."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"you already have {limit} jobs queued or running; wait for one to finish")
-        self.limit = limit
+    def __init__(self) -> None:
+        super().__init__("you already have as many jobs queued or running as you may; wait for one to finish")
 
 
 class IdempotencyKeyReused(DomainError):

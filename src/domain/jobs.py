@@ -59,6 +59,31 @@ class ArtifactRef:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class JobStatusChanged:
+    """A job moved from one status to another: recorded by the entity, announced once the change is committed."""
+
+    job_id: UUID
+    owner_id: str
+    old: JobStatus
+    new: JobStatus
+
+    @property
+    def ends_activity(self) -> bool:
+        """The job left Queued/Running for a terminal status: it no longer counts among its owner's active jobs."""
+        return not self.old.is_terminal and self.new.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class JobOwner:
+    """A user as the active-job limit sees them: how many of their jobs are Queued or Running, and the limit an
+    admin gave them (None: the service's default, `REPORTGEN_MAX_ACTIVE_JOBS_PER_USER`; 0: no limit)."""
+
+    owner_id: str
+    active_jobs: int = 0
+    max_active_jobs: int | None = None
+
+
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
@@ -92,6 +117,8 @@ class JobExecutionLog:
     expires_at: datetime | None = None
     """When Succeeded: when its artifact is deleted under the retention policy."""
     version: int = field(default=0)
+    events: list[JobStatusChanged] = field(default_factory=list, compare=False, repr=False)
+    """Status changes not yet saved, oldest first (see `saved`)."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, JobExecutionLog) and other.id == self.id
@@ -110,7 +137,7 @@ class JobExecutionLog:
         now: datetime,
         request_id: str | None = None,
     ) -> JobExecutionLog:
-        """Seed step 7: a new job in status Queued for a report that accepts asynchronous API delivery."""
+        """A new job in status Queued for a report that accepts asynchronous API delivery."""
         report.ensure_async_api_delivery()
         return cls(
             id=job_id,
@@ -218,7 +245,18 @@ class JobExecutionLog:
         """Each attempt writes its own artifact, so two attempts can never mix or half-overwrite one file."""
         return f"{self.id}/attempt-{self.attempts}.{self.format}"
 
+    @property
+    def ends_activity(self) -> bool:
+        """Whether the changes not yet saved take the job out of its owner's active jobs."""
+        return any(event.ends_activity for event in self.events)
+
+    def saved(self) -> list[JobStatusChanged]:
+        """The store kept the changes: hand over the status changes they made (for announcing) and forget them."""
+        events, self.events = self.events, []
+        return events
+
     def _move_to(self, target: JobStatus) -> None:
         if target not in _ALLOWED.get(self.status, frozenset()):
             raise InvalidJobTransition(self.id, self.status.value, target.value)
+        self.events.append(JobStatusChanged(self.id, self.owner_id, self.status, target))
         self.status = target

@@ -114,7 +114,7 @@ class ReportConfiguration:
         validate_definition(self)
 
     def ensure_async_api_delivery(self) -> None:
-        """Seed step 6: only reports delivered by API response, with asynchronous mode on, follow this flow."""
+        """Only reports delivered by API response, with asynchronous mode on, follow this flow."""
         if self.delivery_target != API_RESPONSE:
             raise ReportNotAsyncDeliverable(self.id, f"its delivery target is {self.delivery_target}")
         if not self.async_enabled:

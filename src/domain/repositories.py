@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 from uuid import UUID
 
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import JobExecutionLog
+from domain.jobs import JobExecutionLog, JobOwner
 from domain.reports import ReportConfiguration
+
+
+class Admission(Enum):
+    """What became of a new job offered to the store."""
+
+    QUEUED = "queued"
+    REPORT_CHANGED = "report_changed"
+    """The report was updated or deleted since it was read: read it afresh and decide again."""
+    TOO_MANY_ACTIVE = "too_many_active"
 
 
 class ReportRepository(Protocol):
@@ -48,14 +58,30 @@ class JobRepository(Protocol):
     async def get(self, job_id: UUID) -> JobExecutionLog | None: ...
 
     @abstractmethod
-    async def add(self, job: JobExecutionLog) -> None: ...
+    async def add(
+        self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
+    ) -> Admission:
+        """Store a new Queued job and count it among its owner's active (Queued or Running) jobs, provided that the
+        owner has fewer than their limit (the one an admin set for them, else `default_limit`; 0: no limit) and,
+        when `as_read` is given, that the job's report is still live and unchanged since it was read as `as_read`.
+
+        A job stored in a terminal status (only imports and tests do that) counts for nothing. Anything but QUEUED
+        stores nothing. Exact under concurrency: one owner's admissions take turns on the
+        owner's counter until the unit of work ends.
+        """
+
+    @abstractmethod
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        """`JobExecutionLog.start(now, lease_until)` for a job that is still Queued: the job as saved, or None (and
+        nothing changed) when it is not Queued: unknown, Running, finished, or claimed by another delivery."""
 
     @abstractmethod
     async def update(self, job: JobExecutionLog) -> None:
-        """Save a job read earlier, guarded by its version (optimistic locking).
+        """Save a job read earlier, guarded by its version (optimistic locking). A transition to a terminal status
+        also takes the job out of its owner's active jobs, in the same transaction.
 
         Raises domain.errors.ConcurrentUpdate when another writer saved it first; on success the
-        entity's version is incremented to match the stored row.
+        entity's version is incremented to match the stored row, and its events are handed over (`saved`).
         """
 
     @abstractmethod
@@ -67,20 +93,24 @@ class JobRepository(Protocol):
         """Succeeded jobs whose `expires_at` has passed and whose artifact is still recorded, oldest first."""
 
     @abstractmethod
-    async def count_active(self, owner_id: str) -> int:
-        """How many of this user's jobs are Queued or Running.
-
-        Also serializes concurrent callers for the same user until the unit of work ends (an advisory lock
-        on PostgreSQL; SQLite serializes writers anyway), so that a limit checked with it cannot be overrun.
-        """
-
-    @abstractmethod
     async def heartbeat(self, job: JobExecutionLog) -> bool:
         """Store a Running job's lease and progress without touching its version.
 
         Returns False, changing nothing, when the job is no longer Running in this attempt (it was
         cancelled, or its lease expired and another worker took it over): the caller must stop.
         """
+
+
+class JobOwnerRepository(Protocol):
+    """Per-user job limits inside a unit of work. Raises StorageUnavailable when the database cannot be reached."""
+
+    @abstractmethod
+    async def get(self, owner_id: str) -> JobOwner:
+        """The user's active jobs and own limit (a user who never had a job has none of either)."""
+
+    @abstractmethod
+    async def set_limit(self, owner_id: str, max_active_jobs: int | None) -> JobOwner:
+        """Give the user a limit of their own (0: no limit), or None to follow the service's default again."""
 
 
 class IdempotencyRepository(Protocol):

@@ -29,7 +29,8 @@ from application.ports import JobLedger, UnitOfWork, UnitOfWorkFactory
 from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
 from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
-from domain.repositories import JobRepository
+from domain.reports import ReportConfiguration
+from domain.repositories import Admission, JobRepository
 from infrastructure.logs import JOB_CLOCK_KEY
 from infrastructure.persistence.tables import jobs as jobs_table
 
@@ -185,7 +186,7 @@ class ObservedUnitOfWork(UnitOfWork):
 
     async def __aenter__(self) -> Self:
         entered = await self._inner.__aenter__()
-        self.reports, self.idempotency = entered.reports, entered.idempotency
+        self.reports, self.owners, self.idempotency = entered.reports, entered.owners, entered.idempotency
         self.jobs = _ObservedJobs(entered.jobs, self._saved)
         return self
 
@@ -215,17 +216,22 @@ class _ObservedJobs(JobRepository):
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         return await self._inner.get(job_id)
 
-    async def add(self, job: JobExecutionLog) -> None:
-        await self._inner.add(job)
+    async def add(
+        self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
+    ) -> Admission:
+        return await self._inner.add(job, default_limit=default_limit, as_read=as_read)
+
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        job = await self._inner.claim(job_id, now, lease_until)
+        if job is not None:
+            self._saved.append(copy.copy(job))
+        return job
 
     async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
         return await self._inner.list_unfinished(limit)
 
     async def list_expired(self, now: datetime, limit: int) -> list[JobExecutionLog]:
         return await self._inner.list_expired(now, limit)
-
-    async def count_active(self, owner_id: str) -> int:
-        return await self._inner.count_active(owner_id)
 
     async def heartbeat(self, job: JobExecutionLog) -> bool:
         return await self._inner.heartbeat(job)

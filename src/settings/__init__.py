@@ -46,7 +46,8 @@ class Settings:
     result_ttl_seconds: int = 86_400
     """How long a Succeeded job's artifact is kept before the retention sweep deletes it."""
     max_active_jobs_per_user: int = 10
-    """Queued + Running jobs one user may have; over it, generate answers 429."""
+    """Queued + Running jobs one user may have unless an admin set a limit of their own; over it, generate answers
+    429. 0: no limit."""
     lease_seconds: float = 15.0
     """A Running job whose worker has not renewed its lease for this long is presumed lost and run again."""
     reconcile_interval_seconds: int = 5
@@ -106,7 +107,7 @@ class Settings:
             max_attempts=reader.number("MAX_ATTEMPTS", 3, int, 1, 100),
             worker_concurrency=reader.number("WORKER_CONCURRENCY", 10, int, 1, 1000),
             result_ttl_seconds=reader.number("RESULT_TTL_SECONDS", 86_400, int, 1, 365 * 86_400),
-            max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", 10, int, 1, 1_000_000),
+            max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", 10, int, 0, 1_000_000),
             lease_seconds=reader.number("LEASE_SECONDS", 15.0, float, 1.0, 3600.0),
             reconcile_interval_seconds=reader.period("RECONCILE_INTERVAL_SECONDS", 5),
             sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS", 60),

@@ -1,6 +1,7 @@
 """Job admission on real databases: the unit-of-work admission on PostgreSQL and SQLite, and PostgreSQL's cached
-reports with the one-round-trip `reportgen_admit_job` function. Both must store the job exactly as built, refuse a
-report changed since it was read, and hold the per-user limit exactly under concurrent requests."""
+reports with the same statements composed into one round trip. Both must store the job exactly as built, refuse a
+report changed since it was read, and hold the per-user limit (the default, or a user's own) exactly under
+concurrent requests."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.job_admission import UnitOfWorkAdmission
-from application.ports import Admission, JobAdmission
+from application.ports import JobAdmission
 from domain.errors import DuplicateIdempotencyKey
+from domain.repositories import Admission
 from infrastructure.persistence.admission import PostgresJobAdmission
+from infrastructure.persistence.tables import jobs
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.conftest import disposable, emptied
 from tests.integration.persistence_helpers import T0, a_job, a_key_record, a_report, fields, load_job, store
@@ -29,7 +33,7 @@ def unit_of_work_admission(engine: AsyncEngine) -> UnitOfWorkAdmission:
 ADMISSIONS = {
     "postgresql-unit-of-work": ("pg_url", unit_of_work_admission),
     "sqlite-unit-of-work": ("sqlite_url", unit_of_work_admission),
-    "postgresql-function": ("pg_url", lambda e: PostgresJobAdmission(e, unit_of_work_admission(e))),
+    "postgresql-one-statement": ("pg_url", lambda e: PostgresJobAdmission(e, unit_of_work_admission(e))),
 }
 
 
@@ -61,8 +65,21 @@ async def pg_engine(pg_url: str, sqlite_root: Path) -> AsyncIterator[AsyncEngine
 
 
 async def count_jobs(engine: AsyncEngine, owner: str) -> int:
+    """The owner's counter of active jobs, checked against the jobs table it must agree with."""
     async with SqlAlchemyUnitOfWork(engine) as uow:
-        return await uow.jobs.count_active(owner)
+        counted = (await uow.owners.get(owner)).active_jobs
+    async with engine.connect() as conn:
+        stored = await conn.scalar(
+            sa.select(sa.func.count()).where(jobs.c.owner_id == owner, jobs.c.status.in_(["Queued", "Running"]))
+        )
+    assert counted == stored
+    return counted
+
+
+async def set_limit(engine: AsyncEngine, owner: str, limit: int | None) -> None:
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        await uow.owners.set_limit(owner, limit)
+        await uow.commit()
 
 
 async def test_an_admitted_job_is_stored_exactly_as_built(engine: AsyncEngine, admission: JobAdmission) -> None:
@@ -70,7 +87,7 @@ async def test_an_admitted_job_is_stored_exactly_as_built(engine: AsyncEngine, a
     await store(engine, report)
     job = a_job(report, request_id=None)
 
-    outcome = await admission.admit(job, report=report, max_active=5)
+    outcome = await admission.admit(job, report=report, default_limit=5)
 
     assert outcome is Admission.QUEUED
     assert fields(await load_job(engine, job)) == fields(job)
@@ -90,8 +107,8 @@ async def test_a_report_updated_or_deleted_since_it_was_read_admits_nothing(
         assert await uow.reports.delete(deleted.id)
         await uow.commit()
 
-    assert await admission.admit(a_job(read), report=read, max_active=None) is Admission.REPORT_CHANGED
-    assert await admission.admit(a_job(gone), report=gone, max_active=None) is Admission.REPORT_CHANGED
+    assert await admission.admit(a_job(read), report=read, default_limit=0) is Admission.REPORT_CHANGED
+    assert await admission.admit(a_job(gone), report=gone, default_limit=0) is Admission.REPORT_CHANGED
     assert await count_jobs(engine, "user-1") == 0
 
 
@@ -101,12 +118,47 @@ async def test_the_limit_of_active_jobs_holds_exactly_under_concurrent_admission
     report = a_report()
     await store(engine, report)
 
-    outcomes = await asyncio.gather(*(admission.admit(a_job(report), report=report, max_active=3) for _ in range(12)))
+    outcomes = await asyncio.gather(
+        *(admission.admit(a_job(report), report=report, default_limit=3) for _ in range(12))
+    )
 
     assert sorted(outcome.value for outcome in outcomes) == ["queued"] * 3 + ["too_many_active"] * 9
     assert await count_jobs(engine, "user-1") == 3
     other = a_job(report, owner_id="user-2")
-    assert await admission.admit(other, report=report, max_active=3) is Admission.QUEUED
+    assert await admission.admit(other, report=report, default_limit=3) is Admission.QUEUED
+
+
+async def test_a_users_own_limit_replaces_the_default_and_zero_means_no_limit(
+    engine: AsyncEngine, admission: JobAdmission
+) -> None:
+    report = a_report()
+    await store(engine, report)
+    await set_limit(engine, "service", 0)
+    await set_limit(engine, "intern", 1)
+
+    service = [
+        await admission.admit(a_job(report, owner_id="service"), report=report, default_limit=2) for _ in range(5)
+    ]
+    intern = [await admission.admit(a_job(report, owner_id="intern"), report=report, default_limit=2) for _ in range(2)]
+    await set_limit(engine, "intern", None)  # back to the default of 2
+    again = await admission.admit(a_job(report, owner_id="intern"), report=report, default_limit=2)
+
+    assert service == [Admission.QUEUED] * 5
+    assert intern == [Admission.QUEUED, Admission.TOO_MANY_ACTIVE]
+    assert again is Admission.QUEUED
+    assert (await count_jobs(engine, "service"), await count_jobs(engine, "intern")) == (5, 2)
+
+
+async def test_a_default_limit_of_zero_admits_without_limit(engine: AsyncEngine, admission: JobAdmission) -> None:
+    report = a_report()
+    await store(engine, report)
+
+    outcomes = await asyncio.gather(
+        *(admission.admit(a_job(report), report=report, default_limit=0) for _ in range(20))
+    )
+
+    assert set(outcomes) == {Admission.QUEUED}
+    assert await count_jobs(engine, "user-1") == 20
 
 
 async def test_an_idempotency_key_is_stored_with_its_job_and_a_taken_key_admits_nothing(
@@ -117,10 +169,11 @@ async def test_an_idempotency_key_is_stored_with_its_job_and_a_taken_key_admits_
     first, second = a_job(report), a_job(report)
 
     assert (
-        await admission.admit(first, report=report, max_active=5, idempotency=a_key_record(first)) is Admission.QUEUED
+        await admission.admit(first, report=report, default_limit=5, idempotency=a_key_record(first))
+        is Admission.QUEUED
     )
     with pytest.raises(DuplicateIdempotencyKey):
-        await admission.admit(second, report=report, max_active=5, idempotency=a_key_record(second))
+        await admission.admit(second, report=report, default_limit=5, idempotency=a_key_record(second))
 
     async with SqlAlchemyUnitOfWork(engine) as uow:
         record = await uow.idempotency.get("user-1", "key-1")

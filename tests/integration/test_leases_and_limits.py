@@ -1,5 +1,6 @@
-"""Leases and limits on PostgreSQL and SQLite: heartbeats of the attempt that holds a job, the per-user count of
-active jobs (and how concurrent counts of one user take turns), and the jobs whose results have expired."""
+"""Leases and limits on PostgreSQL and SQLite: heartbeats of the attempt that holds a job, the per-user counter of
+active jobs (kept by the transitions that change it; concurrent admissions of one user take turns on it), and the
+jobs whose results have expired."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.errors import ConcurrentUpdate
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
-from infrastructure.persistence.repositories import owner_lock_key
+from domain.repositories import Admission
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.persistence_helpers import LEASE, T0, a_job, a_report, load_job, started, store
 
@@ -106,6 +108,11 @@ async def test_a_heartbeat_of_a_queued_job_is_refused(engine: AsyncEngine) -> No
     assert await beat(engine, job) is False
 
 
+async def active_jobs(engine: AsyncEngine, owner: str = "user-1") -> int:
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        return (await uow.owners.get(owner)).active_jobs
+
+
 async def test_only_the_queued_and_running_jobs_of_that_user_are_active(engine: AsyncEngine) -> None:
     report = a_report()
     queued, running = a_job(report), started(a_job(report))
@@ -113,60 +120,97 @@ async def test_only_the_queued_and_running_jobs_of_that_user_are_active(engine: 
     someone_elses = a_job(report, owner_id="user-2")
     await store(engine, report, queued, running, *finished, someone_elses)
 
-    async with SqlAlchemyUnitOfWork(engine) as uow:
-        counts = [await uow.jobs.count_active(owner) for owner in ("user-1", "user-2", "user-3")]
+    counts = [await active_jobs(engine, owner) for owner in ("user-1", "user-2", "user-3")]
 
     assert counts == [2, 1, 0]
 
 
-async def test_concurrent_counts_of_one_user_take_turns_until_the_first_commits(engine: AsyncEngine) -> None:
-    """The check-then-insert of a per-user limit: the second count waits for the first transaction, and sees
-    the job it added (PostgreSQL: an advisory lock per user; SQLite: the database's write lock)."""
+async def test_a_job_leaves_the_count_once_when_it_finishes_and_not_when_it_is_handed_back(
+    engine: AsyncEngine,
+) -> None:
+    report = a_report()
+    job, cancelled = a_job(report), a_job(report)
+    await store(engine, report, job, cancelled)
+    cancelled.cancel(T0)
+    await save(engine, cancelled)
+    counts = [await active_jobs(engine)]
+
+    for hand_back in (False, True, False):  # started, handed back to the queue, started again
+        if hand_back:
+            job.requeue()
+        else:
+            job.start(T0, T0 + LEASE)
+        await save(engine, job)
+        counts.append(await active_jobs(engine))
+    job.succeed(T0, ArtifactRef(job.artifact_key(), 1, "ab" * 32))
+    await save(engine, job)
+    counts.append(await active_jobs(engine))
+    job.discard_artifact()  # a later save of a finished job changes the count no more
+    await save(engine, job)
+    counts.append(await active_jobs(engine))
+
+    assert counts == [1, 1, 1, 1, 0, 0]
+
+
+async def test_a_save_that_loses_the_race_releases_nothing(engine: AsyncEngine) -> None:
+    report = a_report()
+    job = a_job(report)
+    await store(engine, report, job)
+    stale = await load_job(engine, job)
+    job.cancel(T0)
+    await save(engine, job)
+
+    stale.fail(T0, "REPORT_QUERY_FAILED", "late")
+    with pytest.raises(ConcurrentUpdate):
+        await save(engine, stale)
+
+    assert await active_jobs(engine) == 0
+
+
+async def test_concurrent_admissions_of_one_user_take_turns_until_the_first_commits(engine: AsyncEngine) -> None:
+    """The counter's row is the per-user lock: the second admission waits for the first transaction and sees the
+    slot it took (PostgreSQL: the row lock of ON CONFLICT DO UPDATE; SQLite: the database's write lock)."""
     report = a_report()
     await store(engine, report)
-    first_counted = asyncio.Event()
-    events: list[tuple[str, int]] = []
+    first_added = asyncio.Event()
+    events: list[str] = []
 
     async def first() -> None:
         async with SqlAlchemyUnitOfWork(engine) as uow:
-            events.append(("first counted", await uow.jobs.count_active("user-1")))
-            first_counted.set()
+            assert await uow.jobs.add(a_job(report), default_limit=1) is Admission.QUEUED
+            first_added.set()
             await asyncio.sleep(0.5)  # the second transaction is waiting now
-            await uow.jobs.add(a_job(report))
+            events.append("first commits")
             await uow.commit()
-            events.append(("first committed", 1))
 
     async def second() -> None:
-        await first_counted.wait()
+        await first_added.wait()
         async with SqlAlchemyUnitOfWork(engine) as uow:
-            events.append(("second counted", await uow.jobs.count_active("user-1")))
+            events.append(f"second {(await uow.jobs.add(a_job(report), default_limit=1)).value}")
 
     await asyncio.gather(first(), second())
 
-    assert events == [("first counted", 0), ("first committed", 1), ("second counted", 1)]
+    assert events == ["first commits", "second too_many_active"]
 
 
-async def test_counts_of_different_users_do_not_wait_for_each_other(pg_engine: AsyncEngine) -> None:
+async def test_admissions_of_different_users_do_not_wait_for_each_other(pg_engine: AsyncEngine) -> None:
+    report = a_report()
+    await store(pg_engine, report)
     async with SqlAlchemyUnitOfWork(pg_engine) as holder:
-        assert await holder.jobs.count_active("user-1") == 0
+        assert await holder.jobs.add(a_job(report), default_limit=1) is Admission.QUEUED
         async with SqlAlchemyUnitOfWork(pg_engine) as other:
-            assert await asyncio.wait_for(other.jobs.count_active("user-2"), timeout=2) == 0
+            added = await asyncio.wait_for(other.jobs.add(a_job(report, owner_id="user-2"), default_limit=1), 2)
+            assert added is Admission.QUEUED
 
 
-async def test_the_count_lock_ends_with_the_transaction_that_took_it(pg_engine: AsyncEngine) -> None:
-    async with SqlAlchemyUnitOfWork(pg_engine) as other:  # entered first: a connection of its own
-        async with SqlAlchemyUnitOfWork(pg_engine) as uow:
-            await uow.jobs.count_active("user-1")  # and leaves without a commit
+async def test_a_slot_taken_in_a_transaction_that_rolls_back_is_given_back(pg_engine: AsyncEngine) -> None:
+    report = a_report()
+    await store(pg_engine, report)
+    async with SqlAlchemyUnitOfWork(pg_engine) as uow:
+        assert await uow.jobs.add(a_job(report), default_limit=1) is Admission.QUEUED  # and leaves without a commit
 
-        assert await asyncio.wait_for(other.jobs.count_active("user-1"), timeout=2) == 0
-
-
-def test_the_lock_key_of_a_user_is_stable_and_a_signed_64_bit_integer() -> None:
-    keys = {owner_lock_key(owner) for owner in ("user-1", "user-2", "", "ü" * 300)}
-
-    assert owner_lock_key("user-1") == owner_lock_key("user-1")
-    assert len(keys) == 4
-    assert all(-(2**63) <= key < 2**63 for key in keys)
+    async with SqlAlchemyUnitOfWork(pg_engine) as other:
+        assert await asyncio.wait_for(other.jobs.add(a_job(report), default_limit=1), 2) is Admission.QUEUED
 
 
 async def test_expired_results_are_listed_oldest_expiry_first(engine: AsyncEngine) -> None:

@@ -126,7 +126,8 @@ async def test_a_connection_lost_mid_transaction_is_storage_unavailable(pg_engin
 
 async def test_a_deadlock_is_storage_unavailable(pg_engine: AsyncEngine) -> None:
     report = a_report()
-    first, second = a_job(report), a_job(report)
+    # Two owners: the jobs' rows are what the transactions fight over, not one owner's counter of active jobs.
+    first, second = a_job(report), a_job(report, owner_id="user-2")
     await store(pg_engine, report, first, second)
     both_hold_one = asyncio.Barrier(2)
 

@@ -5,30 +5,27 @@ from __future__ import annotations
 from collections import OrderedDict
 from uuid import UUID
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.ports import Admission, JobAdmission
+from application.ports import JobAdmission
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ReportConfiguration
-from infrastructure.persistence.driver import run_on_driver
+from domain.repositories import Admission
+from infrastructure.persistence.driver import DriverStatement
 from infrastructure.persistence.engine import storage_errors
 from infrastructure.persistence.mapping import job_to_row
-from infrastructure.persistence.repositories import SqlAlchemyReportRepository, owner_lock_key
+from infrastructure.persistence.repositories import SqlAlchemyReportRepository
+from infrastructure.persistence.statements import ADMIT_JOB_POSTGRES
 
 CACHED_REPORTS = 1024
 
-# Through the driver connection (see driver.py); the JSON text is the job's row, encoded by msgspec.
-_ADMIT = "SELECT reportgen_admit_job($1::jsonb, $2, $3, $4)"
-_OUTCOMES = {admission.value: admission for admission in Admission}
-
 
 class PostgresJobAdmission(JobAdmission):
-    """`report` answers from a per-process LRU cache of report configurations; `admit` is one autocommit call of
-    the `reportgen_admit_job` function (migration 0003), which checks that the report is unchanged, takes the
-    owner's advisory lock, counts and inserts. Requests with an Idempotency-Key go to `transactional` (the
-    unit-of-work admission), since the key needs its own statements in the same transaction.
+    """`report` answers from a per-process LRU cache of report configurations; `admit` is one autocommit statement
+    (statements.ADMIT_JOB_POSTGRES: the unit of work's report check, slot and insert composed into one round trip).
+    Requests with an Idempotency-Key go to `transactional` (the unit-of-work admission), since the key needs its
+    own statements in the same transaction.
 
     A stale cache entry costs one extra round trip: `admit` answers REPORT_CHANGED and the caller reads the
     report afresh, which replaces the entry. Edits and deletes thus take effect at once in every process.
@@ -39,6 +36,7 @@ class PostgresJobAdmission(JobAdmission):
         self._transactional = transactional
         self._capacity = capacity
         self._cache: OrderedDict[UUID, ReportConfiguration] = OrderedDict()
+        self._admit = DriverStatement.compile(ADMIT_JOB_POSTGRES, engine.dialect)
 
     async def report(self, report_id: UUID, *, fresh: bool = False) -> ReportConfiguration | None:
         cached = None if fresh else self._cache.get(report_id)
@@ -62,14 +60,20 @@ class PostgresJobAdmission(JobAdmission):
         job: JobExecutionLog,
         *,
         report: ReportConfiguration,
-        max_active: int | None,
+        default_limit: int,
         idempotency: IdempotencyRecord | None = None,
     ) -> Admission:
         if idempotency is not None:
-            return await self._transactional.admit(job, report=report, max_active=max_active, idempotency=idempotency)
-        row = msgspec.json.encode(job_to_row(job)).decode()
-        lock = owner_lock_key(job.owner_id)
-        outcome = await run_on_driver(
-            self._engine, lambda conn: conn.fetchval(_ADMIT, row, report.updated_at, max_active, lock)
-        )
-        return _OUTCOMES[str(outcome)]
+            return await self._transactional.admit(
+                job, report=report, default_limit=default_limit, idempotency=idempotency
+            )
+        params = job_to_row(job) | {
+            "where_report_id": report.id,
+            "where_report_updated_at": report.updated_at,
+            "slot_owner": job.owner_id,
+            "default_limit": default_limit,
+        }
+        outcome = await self._admit.fetchrow(self._engine, params)
+        if outcome["admitted"]:
+            return Admission.QUEUED
+        return Admission.TOO_MANY_ACTIVE if outcome["report_current"] else Admission.REPORT_CHANGED

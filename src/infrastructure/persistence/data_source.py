@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import ReportDataSource, Row, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
-from infrastructure.persistence.driver import driver_connection
+from infrastructure.persistence.driver import DriverStatement, driver_connection
 from infrastructure.persistence.engine import close_quietly
 from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors
 
@@ -244,32 +243,18 @@ def _positional(dialect: Dialect, query: str, bindings: Sequence[Binding]) -> tu
     processes them when it executes the statement itself."""
     compiled = _compiled(dialect, query, tuple((b.name, b.type) for b in bindings))
     values = {b.name: _driver_value(b.type, b.value) for b in bindings}
-    return compiled.sql, compiled.arguments(values)
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    names: tuple[str, ...]
-    processors: Mapping[str, Callable[[Any], Any]]
-
-    def arguments(self, values: Mapping[str, object]) -> list[object]:
-        missing = [name for name in self.names if name not in values]
-        if missing:  # the query names a parameter that the report does not declare
-            raise ReportQueryFailed(f"A value is required for bind parameter {missing[0]!r}")
-        processors = self.processors
-        return [values[n] if n not in processors else processors[n](values[n]) for n in self.names]
+    try:
+        return compiled.sql, compiled.arguments(values)
+    except KeyError as missing:  # the query names a parameter that the report does not declare
+        raise ReportQueryFailed(f"A value is required for bind parameter {missing.args[0]!r}") from None
 
 
 @lru_cache(maxsize=256)
-def _compiled(dialect: Dialect, query: str, kinds: tuple[tuple[str, ParameterType], ...]) -> _Compiled:
+def _compiled(dialect: Dialect, query: str, kinds: tuple[tuple[str, ParameterType], ...]) -> DriverStatement:
     """Compiled once per query text and parameter types (every job of a report shares them): compiling costs
     more than running a small report."""
     statement = sa.text(query).bindparams(*(sa.bindparam(name, type_=_SQL_TYPES[kind]()) for name, kind in kinds))
-    compiled = statement.compile(dialect=dialect)
-    names = tuple(compiled.positiontup or ())
-    state = compiled.construct_expanded_state(dict.fromkeys(names))
-    return _Compiled(state.statement, tuple(state.positiontup or ()), dict(state.processors))
+    return DriverStatement.compile(statement, dialect)
 
 
 async def _close_result(result: AsyncResult[Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
+from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobOwner, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 
 
@@ -70,6 +70,22 @@ def job_state(job: JobExecutionLog) -> dict[str, Any]:
     }
 
 
+def update_parameters(job: JobExecutionLog) -> dict[str, Any]:
+    """The values of statements.UPDATE_JOB for a job read earlier: its state, guarded by the version it was read at."""
+    state = {f"set_{column}": value for column, value in job_state(job).items()}
+    return {"where_id": job.id, "where_version": job.version, **state}
+
+
+def lease_parameters(job: JobExecutionLog) -> dict[str, Any]:
+    """The values of statements.RENEW_LEASE for a Running job."""
+    return {
+        "where_id": job.id,
+        "where_attempts": job.attempts,
+        "new_lease": job.lease_expires_at,
+        "new_progress": job.progress,
+    }
+
+
 def job_to_row(job: JobExecutionLog) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -122,6 +138,10 @@ def _artifact(row: Row) -> ArtifactRef | None:
     if row["artifact_key"] is None:
         return None
     return ArtifactRef(row["artifact_key"], row["artifact_size"], row["artifact_sha256"])
+
+
+def row_to_owner(row: Row) -> JobOwner:
+    return JobOwner(row["owner_id"], row["active_jobs"], row["max_active_jobs"])
 
 
 def idempotency_to_row(record: IdempotencyRecord) -> dict[str, Any]:

@@ -3,19 +3,40 @@
 from __future__ import annotations
 
 import builtins
-import hashlib
 from datetime import UTC, datetime
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import ConcurrentUpdate
-from domain.jobs import JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog, JobOwner, JobStatus
 from domain.reports import ReportConfiguration
-from domain.repositories import JobRepository, ReportRepository
+from domain.repositories import Admission, JobOwnerRepository, JobRepository, ReportRepository
 from infrastructure.persistence.engine import storage_errors
-from infrastructure.persistence.mapping import job_state, job_to_row, report_to_row, row_to_job, row_to_report
+from infrastructure.persistence.mapping import (
+    job_to_row,
+    lease_parameters,
+    report_to_row,
+    row_to_job,
+    row_to_owner,
+    row_to_report,
+    update_parameters,
+)
+from infrastructure.persistence.statements import (
+    ACTIVE,
+    CLAIM_JOB,
+    GET_JOB,
+    GET_OWNER,
+    INSERT_JOB,
+    RELEASE_SLOT,
+    RENEW_LEASE,
+    REPORT_IS_CURRENT,
+    UPDATE_JOB,
+    set_limit,
+    take_slot,
+)
 from infrastructure.persistence.tables import UtcDateTime, jobs, reports
 
 # Statements are built once; SQLAlchemy caches their compiled form, so each call only binds values.
@@ -26,37 +47,6 @@ _LIST_REPORTS = sa.select(reports).where(reports.c.deleted_at.is_(None)).order_b
 _INSERT_REPORT = sa.insert(reports)
 _UPDATE_REPORT = sa.update(reports).where(_LIVE_REPORT)  # SET columns come from the parameters given
 
-GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("where_id"))
-GET_JOB_POSTGRES = "SELECT * FROM jobs WHERE id = $1"  # the same read, on the driver connection (driver.py)
-_INSERT_JOB = sa.insert(jobs)
-_UPDATE_JOB = (
-    sa.update(jobs)
-    .where(jobs.c.id == sa.bindparam("where_id"), jobs.c.version == sa.bindparam("where_version"))
-    .values(version=jobs.c.version + 1)
-)
-_NEW_PROGRESS = sa.bindparam("new_progress", type_=sa.Integer)
-_HEARTBEAT = (
-    sa.update(jobs)
-    .where(
-        jobs.c.id == sa.bindparam("where_id"),
-        jobs.c.status == JobStatus.RUNNING.value,
-        jobs.c.attempts == sa.bindparam("where_attempts"),
-    )
-    .values(
-        lease_expires_at=sa.bindparam("new_lease", type_=UtcDateTime),
-        # Not a filter: a heartbeat whose progress did not rise must still renew the lease and report True.
-        progress=sa.case((jobs.c.progress < _NEW_PROGRESS, _NEW_PROGRESS), else_=jobs.c.progress),
-    )
-)
-_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-_COUNT_ACTIVE = (
-    sa.select(sa.func.count())
-    .select_from(jobs)
-    .where(jobs.c.owner_id == sa.bindparam("where_owner"), jobs.c.status.in_(_ACTIVE))
-)
-_LOCK_OWNER_POSTGRES = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("lock_key", type_=sa.BigInteger)))
-# SQLite has one write lock per database: a write that changes nothing still takes it, until the transaction ends.
-_LOCK_DATABASE_SQLITE = sa.update(jobs).where(sa.false()).values(owner_id=jobs.c.owner_id)
 _LIST_EXPIRED = (
     sa.select(jobs)
     .where(
@@ -69,7 +59,7 @@ _LIST_EXPIRED = (
 )
 _LIST_UNFINISHED = (
     sa.select(jobs)
-    .where(jobs.c.status.in_(_ACTIVE))
+    .where(jobs.c.status.in_(ACTIVE))
     .order_by(jobs.c.created_at, jobs.c.id)
     .limit(sa.bindparam("max_rows"))
 )
@@ -123,23 +113,48 @@ class SqlAlchemyReportRepository(ReportRepository):
 class SqlAlchemyJobRepository(JobRepository):
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        self._take_slot = take_slot(insert, when=sa.true())
+        self._take_slot_for_report = take_slot(insert, when=sa.exists(REPORT_IS_CURRENT))
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         with storage_errors():
             row = (await self._conn.execute(GET_JOB, {"where_id": job_id})).mappings().first()
         return None if row is None else row_to_job(row)
 
-    async def add(self, job: JobExecutionLog) -> None:
+    async def add(
+        self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
+    ) -> Admission:
+        slot = {"slot_owner": job.owner_id, "default_limit": default_limit}
+        report = {"where_report_id": job.report_id, "where_report_updated_at": as_read and as_read.updated_at}
         with storage_errors():
-            await self._conn.execute(_INSERT_JOB, job_to_row(job))
+            if not job.is_terminal:  # a finished job (imported, or made by a test) holds no slot
+                if as_read is None:
+                    taken = (await self._conn.execute(self._take_slot, slot)).first()
+                else:
+                    taken = (await self._conn.execute(self._take_slot_for_report, slot | report)).first()
+                if taken is None:
+                    current = as_read is None or (await self._conn.execute(REPORT_IS_CURRENT, report)).first()
+                    return Admission.TOO_MANY_ACTIVE if current else Admission.REPORT_CHANGED
+            await self._conn.execute(INSERT_JOB, job_to_row(job))
+        job.saved()
+        return Admission.QUEUED
+
+    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
+        params = {"where_id": job_id, "set_started_at": now, "set_lease_expires_at": lease_until}
+        with storage_errors():
+            row = (await self._conn.execute(CLAIM_JOB, params)).mappings().first()
+        return None if row is None else row_to_job(row)
 
     async def update(self, job: JobExecutionLog) -> None:
-        params = {"where_id": job.id, "where_version": job.version, **job_state(job)}
         with storage_errors():
-            result = await self._conn.execute(_UPDATE_JOB, params)
-        if result.rowcount != 1:
-            raise ConcurrentUpdate(job.id)
+            result = await self._conn.execute(UPDATE_JOB, update_parameters(job))
+            if result.rowcount != 1:
+                raise ConcurrentUpdate(job.id)
+            if job.ends_activity:
+                await self._conn.execute(RELEASE_SLOT, {"where_owner": job.owner_id})
         job.version += 1
+        job.saved()
 
     async def list_unfinished(self, limit: int) -> builtins.list[JobExecutionLog]:
         with storage_errors():
@@ -151,33 +166,25 @@ class SqlAlchemyJobRepository(JobRepository):
             rows = (await self._conn.execute(_LIST_EXPIRED, {"cutoff": now, "max_rows": limit})).mappings().all()
         return [row_to_job(row) for row in rows]
 
-    async def count_active(self, owner_id: str) -> int:
-        with storage_errors():
-            await self._lock_owner(owner_id)
-            # A statement of its own, after the lock: under READ COMMITTED it sees what the previous holder committed.
-            count = await self._conn.scalar(_COUNT_ACTIVE, {"where_owner": owner_id})
-        return int(count or 0)
-
     async def heartbeat(self, job: JobExecutionLog) -> bool:
-        params = {
-            "where_id": job.id,
-            "where_attempts": job.attempts,
-            "new_lease": job.lease_expires_at,
-            "new_progress": job.progress,
-        }
         with storage_errors():
-            result = await self._conn.execute(_HEARTBEAT, params)
-        return result.rowcount == 1
-
-    async def _lock_owner(self, owner_id: str) -> None:
-        """Held until the transaction ends, so that one user's count-then-insert transactions take turns."""
-        if self._conn.dialect.name == "postgresql":
-            await self._conn.execute(_LOCK_OWNER_POSTGRES, {"lock_key": owner_lock_key(owner_id)})
-        else:
-            await self._conn.execute(_LOCK_DATABASE_SQLITE)
+            result = await self._conn.execute(RENEW_LEASE, lease_parameters(job))
+        return result.first() is not None
 
 
-def owner_lock_key(owner_id: str) -> int:
-    """A stable 64-bit advisory lock key per user (Python's hash() differs between processes)."""
-    digest = hashlib.blake2b(owner_id.encode(), digest_size=8, person=b"reportgen-owner").digest()
-    return int.from_bytes(digest, "big", signed=True)
+class SqlAlchemyJobOwnerRepository(JobOwnerRepository):
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        self._set_limit = set_limit(insert)
+
+    async def get(self, owner_id: str) -> JobOwner:
+        with storage_errors():
+            row = (await self._conn.execute(GET_OWNER, {"where_owner": owner_id})).mappings().first()
+        return JobOwner(owner_id) if row is None else row_to_owner(row)
+
+    async def set_limit(self, owner_id: str, max_active_jobs: int | None) -> JobOwner:
+        params = {"new_owner": owner_id, "new_limit": max_active_jobs}
+        with storage_errors():
+            row = (await self._conn.execute(self._set_limit, params)).mappings().one()
+        return row_to_owner(row)

@@ -91,7 +91,6 @@ jobs = sa.Table(
     sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
     sa.Index(None, "status", "created_at"),  # recovery: unfinished jobs, oldest first
-    sa.Index(None, "owner_id", "status"),  # the per-user count of active jobs
     sa.Index(None, "status", "expires_at"),  # the retention sweep: Succeeded jobs past expires_at
 )
 
@@ -105,3 +104,15 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Index(None, "created_at"),  # the purge of keys past their lifetime
 )
+
+job_owners = sa.Table(
+    "job_owners",
+    metadata,
+    sa.Column("owner_id", sa.String, primary_key=True),
+    sa.Column("active_jobs", sa.Integer, nullable=False),
+    sa.Column("max_active_jobs", sa.Integer, nullable=True),
+    sa.CheckConstraint("active_jobs >= 0", name="active_jobs"),
+    sa.CheckConstraint("max_active_jobs >= 0", name="max_active_jobs"),
+)
+"""Per user: how many of their jobs are Queued or Running (kept in the transactions that change it), and the limit
+an admin set for them (NULL: the service's default; 0: no limit)."""

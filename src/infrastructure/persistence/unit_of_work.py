@@ -8,10 +8,14 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.ports import UnitOfWork
-from domain.repositories import IdempotencyRepository, JobRepository, ReportRepository
+from domain.repositories import IdempotencyRepository, JobOwnerRepository, JobRepository, ReportRepository
 from infrastructure.persistence.engine import close_quietly, storage_errors
 from infrastructure.persistence.idempotency import SqlAlchemyIdempotencyRepository
-from infrastructure.persistence.repositories import SqlAlchemyJobRepository, SqlAlchemyReportRepository
+from infrastructure.persistence.repositories import (
+    SqlAlchemyJobOwnerRepository,
+    SqlAlchemyJobRepository,
+    SqlAlchemyReportRepository,
+)
 
 
 class SqlAlchemyUnitOfWork(UnitOfWork):
@@ -19,6 +23,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     reports: ReportRepository
     jobs: JobRepository
+    owners: JobOwnerRepository
     idempotency: IdempotencyRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -37,6 +42,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._conn = conn
         self.reports = SqlAlchemyReportRepository(conn)
         self.jobs = SqlAlchemyJobRepository(conn)
+        self.owners = SqlAlchemyJobOwnerRepository(conn)
         self.idempotency = SqlAlchemyIdempotencyRepository(conn)
         return self
 

@@ -20,6 +20,7 @@ from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
+from application.job_admission import UnitOfWorkAdmission
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from domain.jobs import ArtifactRef, JobExecutionLog
@@ -103,7 +104,7 @@ class Backend:
 def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDependencies:
     uow, reader = backend.uow, FakeJobReader(backend.db)
     deps = ApiDependencies(
-        initiate=InitiateAsynchronousReportJob(uow, backend.queue, backend.clock),
+        initiate=InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), backend.queue, backend.clock),
         get_status=GetJobStatus(reader),
         get_result=GetJobResult(reader, backend.artifacts, backend.clock),
         cancel=CancelJob(uow, backend.queue, backend.clock),

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from api.app import build_app
 from api.auth import JwtSettings
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob, JobInitiated
+from application.job_admission import UnitOfWorkAdmission
 from domain.errors import DuplicateIdempotencyKey
 from domain.reports import ReportConfiguration
 from tests.unit.api.conftest import POLL_AFTER_SECONDS, Backend, Client, dependencies
@@ -103,7 +104,9 @@ async def test_a_malformed_key_is_400_naming_the_header(
 @pytest.fixture
 async def limited(backend: Backend, jwt_settings: JwtSettings) -> AsyncIterator[Client]:
     """An app whose users may have at most MAX_ACTIVE_JOBS jobs Queued or Running."""
-    initiate = InitiateAsynchronousReportJob(backend.uow, backend.queue, backend.clock, max_active_jobs=MAX_ACTIVE_JOBS)
+    initiate = InitiateAsynchronousReportJob(
+        backend.uow, UnitOfWorkAdmission(backend.uow), backend.queue, backend.clock, default_limit=MAX_ACTIVE_JOBS
+    )
     async with AsyncTestClient(app=build_app(dependencies(backend, jwt_settings, initiate=initiate))) as client:
         yield client
 
@@ -152,7 +155,7 @@ class RacingInitiate(InitiateAsynchronousReportJob):
 async def test_a_key_held_by_a_request_in_flight_is_409(
     backend: Backend, jwt_settings: JwtSettings, alice: dict[str, str]
 ) -> None:
-    initiate = RacingInitiate(backend.uow, backend.queue, backend.clock)
+    initiate = RacingInitiate(backend.uow, UnitOfWorkAdmission(backend.uow), backend.queue, backend.clock)
     app = build_app(dependencies(backend, jwt_settings, initiate=initiate))
     async with AsyncTestClient(app=app) as client:
         response = await client.post(generate_url(backend.add_report()), json=EU, headers=keyed(alice, "k1"))

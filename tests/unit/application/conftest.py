@@ -4,6 +4,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_admission import UnitOfWorkAdmission
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
 
@@ -46,5 +47,5 @@ async def job_id(
     uow: Callable[[], FakeUnitOfWork], queue: FakeJobQueue, clock: FakeClock, report: ReportConfiguration
 ) -> UUID:
     """A job of `report`, accepted for user alice and still Queued."""
-    initiate = InitiateAsynchronousReportJob(uow, queue, clock)
+    initiate = InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), queue, clock)
     return (await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))).job_id

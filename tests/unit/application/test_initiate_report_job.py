@@ -8,7 +8,6 @@ import pytest
 from application.errors import QueueUnavailable, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from application.job_admission import UnitOfWorkAdmission
-from application.ports import Admission
 from domain.errors import (
     ConcurrentUpdate,
     IdempotencyKeyReused,
@@ -20,12 +19,13 @@ from domain.errors import (
 from domain.idempotency import KEY_LIFETIME
 from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
 from domain.reports import ReportConfiguration
+from domain.repositories import Admission
 from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
 
 
 @pytest.fixture
 def initiate(uow: Callable[[], FakeUnitOfWork], queue: FakeJobQueue, clock: FakeClock) -> InitiateAsynchronousReportJob:
-    return InitiateAsynchronousReportJob(uow, queue, clock)
+    return InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), queue, clock)
 
 
 async def test_accepted_job_is_committed_before_it_is_enqueued(
@@ -155,7 +155,7 @@ async def test_user_over_the_active_job_limit_is_refused(
     report: ReportConfiguration,
     db: FakeDatabase,
 ) -> None:
-    limited = InitiateAsynchronousReportJob(uow, queue, clock, max_active_jobs=2)
+    limited = InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), queue, clock, default_limit=2)
     for _ in range(2):
         await limited.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
     with pytest.raises(TooManyActiveJobs):
@@ -191,7 +191,7 @@ async def test_a_report_changed_since_it_was_cached_is_read_afresh_and_the_job_f
     current = report.with_changes(query="SELECT 2 AS current", updated_at=clock() + timedelta(seconds=1))
     db.reports[report.id] = current
     admission = StaleFirstAdmission(uow, stale=report)
-    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=admission)
+    initiate = InitiateAsynchronousReportJob(uow, admission, queue, clock)
 
     result = await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
 
@@ -207,7 +207,7 @@ async def test_a_report_deleted_since_it_was_cached_is_not_found(
     db: FakeDatabase,
 ) -> None:
     del db.reports[report.id]
-    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=StaleFirstAdmission(uow, stale=report))
+    initiate = InitiateAsynchronousReportJob(uow, StaleFirstAdmission(uow, stale=report), queue, clock)
 
     with pytest.raises(ReportNotFound):
         await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))
@@ -225,7 +225,7 @@ async def test_a_report_that_changes_on_every_read_ends_in_a_conflict_without_a_
         async def admit(self, job: JobExecutionLog, **_: object) -> Admission:
             return Admission.REPORT_CHANGED
 
-    initiate = InitiateAsynchronousReportJob(uow, queue, clock, admission=AlwaysChanged(uow))
+    initiate = InitiateAsynchronousReportJob(uow, AlwaysChanged(uow), queue, clock)
 
     with pytest.raises(ConcurrentUpdate):
         await initiate.execute(InitiateReportJob(report_id=report.id, user_id="alice"))

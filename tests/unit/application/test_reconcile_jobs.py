@@ -1,6 +1,7 @@
 from collections.abc import Callable
 
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_admission import UnitOfWorkAdmission
 from application.reconcile_jobs import Reconciled, ReconcileJobs
 from domain.jobs import ErrorCode, JobStatus
 from domain.reports import ReportConfiguration
@@ -10,7 +11,7 @@ from tests.fakes import FakeClock, FakeDatabase, FakeJobQueue, FakeUnitOfWork
 async def test_lost_queue_entries_and_lost_workers_are_repaired(
     uow: Callable[[], FakeUnitOfWork], db: FakeDatabase, clock: FakeClock, report: ReportConfiguration
 ) -> None:
-    initiate = InitiateAsynchronousReportJob(uow, FakeJobQueue(db), clock)
+    initiate = InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), FakeJobQueue(db), clock)
     queued, alive, lost, exhausted, done = [
         (await initiate.execute(InitiateReportJob(report_id=report.id, user_id="a"))).job_id for _ in range(5)
     ]
@@ -36,7 +37,7 @@ async def test_lost_queue_entries_and_lost_workers_are_repaired(
 async def test_fresh_queued_jobs_are_left_to_their_own_enqueue(
     uow: Callable[[], FakeUnitOfWork], db: FakeDatabase, clock: FakeClock, report: ReportConfiguration
 ) -> None:
-    await InitiateAsynchronousReportJob(uow, FakeJobQueue(db), clock).execute(
+    await InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), FakeJobQueue(db), clock).execute(
         InitiateReportJob(report_id=report.id, user_id="a")
     )
     queue = FakeJobQueue(db)
@@ -48,7 +49,7 @@ async def test_at_embedded_start_every_running_job_is_an_orphan(
     uow: Callable[[], FakeUnitOfWork], db: FakeDatabase, clock: FakeClock, report: ReportConfiguration
 ) -> None:
     job_id = (
-        await InitiateAsynchronousReportJob(uow, FakeJobQueue(db), clock).execute(
+        await InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), FakeJobQueue(db), clock).execute(
             InitiateReportJob(report_id=report.id, user_id="a")
         )
     ).job_id

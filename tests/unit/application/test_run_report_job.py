@@ -7,6 +7,7 @@ from uuid import UUID
 import pytest
 
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.job_ledger import UnitOfWorkJobLedger
 from application.ports import RowStream
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult, estimate_progress
 from domain.jobs import ArtifactRef, ErrorCode, JobStatus
@@ -75,7 +76,7 @@ def runner(
     clock: FakeClock,
     policy: RunPolicy = POLICY,
 ) -> RunReportJob:
-    return RunReportJob(uow, source, store, {"csv": LinesEncoder}, queue, clock, policy)
+    return RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"csv": LinesEncoder}, queue, clock, policy)
 
 
 @pytest.fixture

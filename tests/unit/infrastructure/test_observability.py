@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from application.cancel_job import CancelJob
 from application.errors import ReportQueryFailed, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
+from application.job_admission import UnitOfWorkAdmission
 from application.job_ledger import UnitOfWorkJobLedger
 from application.job_queries import JobQuery
 from application.reconcile_jobs import Reconciled, ReconcileJobs
@@ -162,9 +163,15 @@ class World:
         self.metrics = JobMetrics(self.registry)
         self.uow = self.metrics.observe(lambda: FakeUnitOfWork(self.db))
         policy = RunPolicy(max_attempts=2, lease_seconds=15, heartbeat_seconds=0.01, retry_base_delay_seconds=0)
-        observed = self.metrics.observe_ledger(UnitOfWorkJobLedger(lambda: FakeUnitOfWork(self.db))) if ledger else None
+        observed = self.metrics.observe_ledger(UnitOfWorkJobLedger(lambda: FakeUnitOfWork(self.db)))
         self.run = RunReportJob(
-            self.uow, self.source, FakeArtifactStore(), {"csv": LinesEncoder}, self.queue, self.clock, policy, observed
+            observed if ledger else UnitOfWorkJobLedger(self.uow),
+            self.source,
+            FakeArtifactStore(),
+            {"csv": LinesEncoder},
+            self.queue,
+            self.clock,
+            policy,
         )
         self.report = ReportConfiguration(
             id=uuid4(),
@@ -176,7 +183,7 @@ class World:
         self.db.reports[self.report.id] = self.report
 
     async def submit(self) -> UUID:
-        initiate = InitiateAsynchronousReportJob(self.uow, self.queue, self.clock)
+        initiate = InitiateAsynchronousReportJob(self.uow, UnitOfWorkAdmission(self.uow), self.queue, self.clock)
         return (await initiate.execute(InitiateReportJob(report_id=self.report.id, user_id="alice"))).job_id
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
