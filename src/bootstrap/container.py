@@ -23,10 +23,10 @@ from application.ports import JobQueue, UnitOfWork
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
+from bootstrap.formats import encoders_for
 from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
-from infrastructure.encoders import ENCODERS
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.metrics import (
     JobGauges,
@@ -162,7 +162,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     admission = PostgresJobAdmission(engine, UnitOfWorkAdmission(uow)) if postgres else None
     ledger = metrics.observe_ledger(PostgresJobLedger(engine)) if postgres else None
     source = SqlReportDataSource(reporting)
-    run = RunReportJob(uow, source, artifacts, ENCODERS, queue, clock, _policy(settings), ledger=ledger)
+    run = RunReportJob(uow, source, artifacts, encoders_for(), queue, clock, _policy(settings), ledger=ledger)
     reader = SqlAlchemyJobReader(engine)
     reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
     return Container(
