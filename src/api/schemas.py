@@ -16,12 +16,13 @@ import msgspec
 from litestar.dto import MsgspecDTO
 from litestar.exceptions import ClientException
 from litestar.openapi.spec import Reference, Schema
-from litestar.params import HeaderParameter, PathParameter
+from litestar.params import HeaderParameter, KwargDefinition, PathParameter
 from litestar.typing import FieldDefinition
 from msgspec import UNSET, UnsetType
 
 from application.manage_reports import ReportDefinition
 from domain.errors import FieldError, InvalidInput
+from domain.formats import DEFAULT_FORMAT, FORMAT_NAMES
 from domain.idempotency import MAX_KEY_LENGTH
 from domain.jobs import JobStatus
 from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParameter
@@ -29,6 +30,11 @@ from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParame
 # Path parameters keep the contract's camelCase names; a value that is not a UUID is a 400 naming them.
 ReportId: TypeAlias = Annotated[UUID, PathParameter(name="reportId", description="The report's id.")]
 JobId: TypeAlias = Annotated[UUID, PathParameter(name="jobId", description="The job's id.")]
+
+# Format names as the domain's registry lists them, for the OpenAPI document. They stay plain strings on the
+# wire: the domain refuses a name outside its registry, or outside the report's formats, naming the field (422).
+FormatName: TypeAlias = Annotated[str, KwargDefinition(schema_extra={"enum": list(FORMAT_NAMES)})]
+OptionalFormatName: TypeAlias = Annotated[str | None, KwargDefinition(schema_extra={"enum": [*FORMAT_NAMES, None]})]
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 # Opaque to the server and compared exactly; anything other than 1-255 printable ASCII characters is a 400.
@@ -67,7 +73,7 @@ class ReportIn(RequestStruct):
     query: str
     description: str = ""
     parameters: list[ParameterIn] = msgspec.field(default_factory=list)
-    formats: list[str] = msgspec.field(default_factory=lambda: ["csv"])
+    formats: list[FormatName] = msgspec.field(default_factory=lambda: [DEFAULT_FORMAT])
     delivery_target: str = API_RESPONSE
     async_enabled: bool = True
 
@@ -89,7 +95,7 @@ class GenerateIn(RequestStruct):
 
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     """Values by parameter name; their types are checked against the report's parameter definitions."""
-    format: str | None = None
+    format: OptionalFormatName = None
 
 
 class ParameterOut(WireStruct):
@@ -107,7 +113,7 @@ class ReportOut(WireStruct, kw_only=True):
     description: str
     query: str | UnsetType = UNSET
     parameters: list[ParameterOut]
-    formats: list[str]
+    formats: list[FormatName]
     delivery_target: str
     async_enabled: bool
     created_at: datetime | None
@@ -131,7 +137,7 @@ class JobStatusOut(WireStruct):
     report_id: UUID
     status: JobStatus
     progress: int
-    format: str
+    format: FormatName
     parameters: dict[str, ParamValue]
     attempts: int
     created_at: datetime

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 from application.ports import Clock, IdFactory, UnitOfWorkFactory
 from domain.errors import ReportNotFound
+from domain.formats import DEFAULT_FORMAT
 from domain.reports import API_RESPONSE, ReportConfiguration, ReportParameter
 
 
@@ -17,7 +18,7 @@ class ReportDefinition:
     query: str
     description: str = ""
     parameters: tuple[ReportParameter, ...] = ()
-    formats: tuple[str, ...] = ("csv",)
+    formats: tuple[str, ...] = (DEFAULT_FORMAT,)
     delivery_target: str = API_RESPONSE
     async_enabled: bool = True
 

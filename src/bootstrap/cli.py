@@ -14,6 +14,7 @@ from pathlib import Path
 
 from api.auth import issue_token
 from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, with_dev_secret
+from bootstrap.formats import OutputFormatMismatch, encoders_for
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, use_multiprocess_metrics
 from bootstrap.web import jwt_settings, log_format, secrets_of
 from infrastructure.logs import configure_logging
@@ -39,11 +40,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        encoders_for()  # before any server or worker process starts, which would each refuse it in a traceback
         settings = Settings.from_env(os.environ)
         _COMMANDS[args.command](settings, args)
     except SettingsError as exc:
         for line in exc.problems:
             print(f"reportgen: invalid configuration: {line}", file=sys.stderr)  # noqa: T201
+        return 2
+    except OutputFormatMismatch as exc:
+        print(f"reportgen: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     return 0
 

@@ -24,10 +24,10 @@ from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, Unit
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
+from bootstrap.formats import encoders_for
 from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
-from infrastructure.encoders import ENCODERS
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.metrics import (
     JobGauges,
@@ -168,7 +168,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         ledger = metrics.observe_ledger(PostgresJobLedger(engine))
         reader = PostgresJobReader(engine)
     source = SqlReportDataSource(reporting)
-    run = RunReportJob(ledger, source, artifacts, ENCODERS, queue, clock, _policy(settings))
+    run = RunReportJob(ledger, source, artifacts, encoders_for(), queue, clock, _policy(settings))
     reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
     return Container(
         settings=settings,

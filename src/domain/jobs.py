@@ -10,6 +10,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from domain.errors import InvalidJobTransition
+from domain.formats import extension_of, media_type_of
 from domain.reports import Binding, ParameterType, ParamValue, ReportConfiguration, ResolvedRequest, bindings
 
 
@@ -82,9 +83,6 @@ class JobOwner:
     owner_id: str
     active_jobs: int = 0
     max_active_jobs: int | None = None
-
-
-CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 
 
 @dataclass(eq=False, slots=True, kw_only=True)
@@ -234,12 +232,12 @@ class JobExecutionLog:
 
     @property
     def content_type(self) -> str:
-        return CONTENT_TYPES.get(self.format, "application/octet-stream")
+        return media_type_of(self.format)
 
     @property
     def filename(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.report_name).strip("-").lower()[:60] or "report"
-        return f"{slug}-{str(self.id)[:8]}.{self.format}"
+        return f"{slug}-{str(self.id)[:8]}.{extension_of(self.format)}"
 
     def artifact_key(self) -> str:
         """Each attempt writes its own artifact, so two attempts can never mix or half-overwrite one file."""

@@ -11,11 +11,11 @@ from typing import TypeAlias
 from uuid import UUID
 
 from domain.errors import FieldError, InvalidParameters, InvalidReportDefinition, ReportNotAsyncDeliverable
+from domain.formats import DEFAULT_FORMAT, FORMAT_NAMES
 
 ParamValue: TypeAlias = str | int | float | bool | None
 
 API_RESPONSE = "API_RESPONSE"
-SUPPORTED_FORMATS = ("csv", "json")
 
 # The bind-parameter syntax that SQLAlchemy's text() understands: `:name`, but not `::cast` and not `\:`.
 BIND_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
@@ -97,7 +97,7 @@ class ReportConfiguration:
     query: str
     description: str = ""
     parameters: tuple[ReportParameter, ...] = ()
-    formats: tuple[str, ...] = ("csv",)
+    formats: tuple[str, ...] = (DEFAULT_FORMAT,)
     delivery_target: str = API_RESPONSE
     async_enabled: bool = True
     created_at: datetime | None = None
@@ -192,9 +192,9 @@ def _query_errors(report: ReportConfiguration) -> list[FieldError]:
 def _format_errors(report: ReportConfiguration) -> list[FieldError]:
     if not report.formats:
         return [FieldError("formats", "must list at least one format")]
-    bad = [f for f in report.formats if f not in SUPPORTED_FORMATS]
+    bad = [f for f in report.formats if f not in FORMAT_NAMES]
     if bad:
-        return [FieldError("formats", f"unsupported format {bad[0]!r}; supported: {', '.join(SUPPORTED_FORMATS)}")]
+        return [FieldError("formats", f"unsupported format {bad[0]!r}; supported: {', '.join(FORMAT_NAMES)}")]
     if len(set(report.formats)) != len(report.formats):
         return [FieldError("formats", "must not repeat a format")]
     return []

@@ -231,3 +231,4 @@ class JsonEncoder(RowEncoder):
 
 
 ENCODERS: dict[str, RowEncoderFactory] = {"csv": CsvEncoder, "json": JsonEncoder}
+"""The encoder of each format of `domain.formats.OUTPUT_FORMATS`, by name; start-up checks that the two match."""

@@ -20,11 +20,13 @@ from api.errors import problem_responses
 from api.schemas import JobErrorOut, JobId, JobStatusOut, utc
 from application.cancel_job import CancelJob
 from application.job_queries import GetJobResult, GetJobStatus, JobQuery
+from domain.formats import OUTPUT_FORMATS
 from domain.jobs import JobExecutionLog
 
 JOB_STATUS_ROUTE = "job-status"
 JOB_RESULT_ROUTE = "job-result"
 RESULT_SUFFIX = "/result"
+_MEDIA_TYPES = ", ".join(f"`{f.media_type}` for {f.name}" for f in OUTPUT_FORMATS)
 RETRY_AFTER = ResponseHeader(
     name="Retry-After",
     documentation_only=True,
@@ -146,9 +148,7 @@ class JobsController(Controller):
         responses={
             200: ResponseSpec(
                 bytes,
-                description="The artifact: `text/csv; charset=utf-8` for csv, "
-                "`application/json` for json; with Content-Disposition, Content-Length "
-                "and ETag.",
+                description=f"The artifact: {_MEDIA_TYPES}; with Content-Disposition, Content-Length and ETag.",
                 media_type="application/octet-stream",
                 generate_examples=False,
             ),

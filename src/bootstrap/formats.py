@@ -1,0 +1,30 @@
+"""The start-up check that the domain's output formats and the infrastructure's encoders are the same set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from application.ports import RowEncoderFactory
+from domain.formats import OUTPUT_FORMATS, OutputFormat
+from infrastructure.encoders import ENCODERS
+
+
+class OutputFormatMismatch(Exception):
+    """The registered output formats and the encoders disagree: a defect of the build, refused at start."""
+
+
+def encoders_for(
+    formats: Sequence[OutputFormat] = OUTPUT_FORMATS, encoders: Mapping[str, RowEncoderFactory] = ENCODERS
+) -> dict[str, RowEncoderFactory]:
+    """The encoder of each format, by name. Raises OutputFormatMismatch, with one line naming every offending
+    format, unless each format is registered once and has an encoder, and each encoder has a format."""
+    names = [f.name for f in formats]
+    problems = [
+        *(f"{name!r} is registered {count} times" for name, count in Counter(names).items() if count > 1),
+        *(f"{name!r} has no encoder" for name in dict.fromkeys(names) if name not in encoders),
+        *(f"the encoder {name!r} has no registered format" for name in encoders if name not in names),
+    ]
+    if problems:
+        raise OutputFormatMismatch(f"output formats: {'; '.join(problems)}")
+    return {name: encoders[name] for name in names}

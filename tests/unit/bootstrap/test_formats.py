@@ -1,0 +1,52 @@
+"""Start-up refuses a build whose registered output formats and encoders are not the same set."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from application.ports import RowEncoderFactory
+from bootstrap.formats import OutputFormatMismatch, encoders_for
+from domain.formats import FORMAT_NAMES, OUTPUT_FORMATS, OutputFormat
+from infrastructure.encoders import ENCODERS, JsonEncoder
+
+NDJSON = OutputFormat("ndjson", "application/x-ndjson", "ndjson")
+
+
+def test_every_registered_format_has_its_encoder() -> None:
+    assert list(encoders_for()) == list(FORMAT_NAMES)
+
+
+def test_a_new_format_takes_one_registered_description_and_one_encoder() -> None:
+    encoders = encoders_for((*OUTPUT_FORMATS, NDJSON), {**ENCODERS, "ndjson": JsonEncoder})
+
+    assert list(encoders) == [*FORMAT_NAMES, "ndjson"]
+    assert encoders["ndjson"] is JsonEncoder
+
+
+@pytest.mark.parametrize(
+    ("formats", "encoders", "message"),
+    [
+        ((*OUTPUT_FORMATS, NDJSON), ENCODERS, "output formats: 'ndjson' has no encoder"),
+        (
+            OUTPUT_FORMATS,
+            {**ENCODERS, "ndjson": JsonEncoder},
+            "output formats: the encoder 'ndjson' has no registered format",
+        ),
+        ((*OUTPUT_FORMATS, OUTPUT_FORMATS[0]), ENCODERS, f"output formats: {FORMAT_NAMES[0]!r} is registered 2 times"),
+        (
+            (*OUTPUT_FORMATS, NDJSON),
+            {**ENCODERS, "xlsx": JsonEncoder},
+            "output formats: 'ndjson' has no encoder; the encoder 'xlsx' has no registered format",
+        ),
+    ],
+    ids=["format-without-encoder", "encoder-without-format", "format-twice", "both"],
+)
+def test_a_mismatch_is_refused_in_one_line_naming_each_format(
+    formats: Sequence[OutputFormat], encoders: Mapping[str, RowEncoderFactory], message: str
+) -> None:
+    with pytest.raises(OutputFormatMismatch) as exc:
+        encoders_for(formats, encoders)
+
+    assert str(exc.value) == message
