@@ -20,11 +20,13 @@ from api.controllers.generate import GenerateServices, generate_report
 from api.controllers.jobs import JobsController, JobServices
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
+from api.controllers.users import UsersController
 from api.errors import problem_response
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
+from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 
@@ -45,6 +47,8 @@ class ApiDependencies:
     delete_report: DeleteReport
     get_report: GetReport
     list_reports: ListReports
+    get_job_limit: GetJobLimit
+    set_job_limit: SetJobLimit
     auth: JwtSettings
     readiness: Readiness
     registry: CollectorRegistry
@@ -61,7 +65,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
     metrics = ApiMetrics.register(deps.registry)
     api = Router(
         path="/",
-        route_handlers=[ReportsController, JobsController, generate_report],
+        route_handlers=[ReportsController, JobsController, UsersController, generate_report],
         middleware=[DefineMiddleware(JwtAuthenticationMiddleware, verifier=JwtVerifier(deps.auth))],
         security=[{BEARER_SCHEME: []}],
     )
@@ -96,6 +100,8 @@ def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provi
         "delete_report": deps.delete_report,
         "get_report": deps.get_report,
         "list_reports": deps.list_reports,
+        "get_job_limit": deps.get_job_limit,
+        "set_job_limit": deps.set_job_limit,
         "readiness": deps.readiness,
         "registry": deps.registry,
     }
@@ -130,6 +136,7 @@ def _openapi_config() -> OpenAPIConfig:
         tags=[
             Tag(name="reports", description="Report configurations (writes need the admin role)."),
             Tag(name="jobs", description="Generate a report, poll its job, cancel it, download the result."),
+            Tag(name="users", description="Per-user limits of active jobs (admins only)."),
             Tag(name="operations", description="Health and metrics; no token needed."),
         ],
         use_handler_docstrings=True,

@@ -30,6 +30,9 @@ from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParame
 # Path parameters keep the contract's camelCase names; a value that is not a UUID is a 400 naming them.
 ReportId: TypeAlias = Annotated[UUID, PathParameter(name="reportId", description="The report's id.")]
 JobId: TypeAlias = Annotated[UUID, PathParameter(name="jobId", description="The job's id.")]
+UserId: TypeAlias = Annotated[
+    str, PathParameter(name="userId", description="A user id: a token's `sub`.", min_length=1, max_length=255)
+]
 
 # Format names as the domain's registry lists them, for the OpenAPI document. They stay plain strings on the
 # wire: the domain refuses a name outside its registry, or outside the report's formats, naming the field (422).
@@ -224,3 +227,19 @@ class JsonBody(MsgspecDTO[S], Generic[S]):
             FieldDefinition.from_annotation(cls.model_type)
         )
         return schema
+
+
+class JobLimitIn(RequestStruct):
+    """A user's own limit of Queued + Running jobs: 0 means no limit, null returns the user to the default."""
+
+    max_active_jobs: int | None
+
+
+class JobLimitOut(WireStruct):
+    user_id: str
+    max_active_jobs: int | None
+    """The user's own limit (0: no limit), or null when the default applies."""
+    default_max_active_jobs: int
+    """`REPORTGEN_MAX_ACTIVE_JOBS_PER_USER` (0: no limit)."""
+    active_jobs: int
+    """The user's jobs Queued or Running now."""

@@ -18,6 +18,7 @@ from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
 from application.job_ledger import UnitOfWorkJobLedger
+from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork
@@ -68,6 +69,8 @@ class Container:
     delete_report: DeleteReport
     get_report: GetReport
     list_reports: ListReports
+    get_job_limit: GetJobLimit
+    set_job_limit: SetJobLimit
     cancel: CancelJob
     reconcile: ReconcileJobs
     run_reconcile: Reconcile
@@ -188,6 +191,8 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         delete_report=DeleteReport(uow),
         get_report=GetReport(uow),
         list_reports=ListReports(uow),
+        get_job_limit=GetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
+        set_job_limit=SetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
         reconcile=reconcile,
         run_reconcile=metrics.instrument_reconcile(reconcile.execute),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),

@@ -21,6 +21,7 @@ from api.auth import JwtSettings
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
+from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from domain.jobs import ArtifactRef, JobExecutionLog
@@ -101,6 +102,9 @@ class Backend:
         return artifact
 
 
+DEFAULT_JOB_LIMIT = 10
+
+
 def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDependencies:
     uow, reader = backend.uow, FakeJobReader(backend.db)
     deps = ApiDependencies(
@@ -113,6 +117,8 @@ def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDe
         delete_report=DeleteReport(uow),
         get_report=GetReport(uow),
         list_reports=ListReports(uow),
+        get_job_limit=GetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
+        set_job_limit=SetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
         auth=auth,
         readiness=backend.readiness,
         registry=backend.registry,
