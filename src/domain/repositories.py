@@ -61,9 +61,9 @@ class JobRepository(Protocol):
     async def add(
         self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
     ) -> Admission:
-        """Store a new Queued job and count it among its owner's active (Queued or Running) jobs, provided that the
-        owner has fewer than their limit (the one an admin set for them, else `default_limit`; 0: no limit) and,
-        when `as_read` is given, that the job's report is still live and unchanged since it was read as `as_read`.
+        """Store a new Queued job, provided that its owner has fewer active (Queued or Running) jobs than their limit
+        (the one an admin set for them, else `default_limit`; 0: no limit) and, when `as_read` is given, that the
+        job's report is still live and unchanged since it was read as `as_read`.
 
         A job stored in a terminal status (only imports and tests do that) counts for nothing. Anything but QUEUED
         stores nothing. Exact under concurrency: one owner's admissions take turns on the
@@ -110,7 +110,8 @@ class JobOwnerRepository(Protocol):
 
     @abstractmethod
     async def set_limit(self, owner_id: str, max_active_jobs: int | None) -> JobOwner:
-        """Give the user a limit of their own (0: no limit), or None to follow the service's default again."""
+        """Give the user a limit of their own (0: no limit), or None to follow the service's default again. The jobs
+        the user has in flight count against it from then on, also those accepted while they had no limit."""
 
 
 class IdempotencyRepository(Protocol):

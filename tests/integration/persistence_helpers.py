@@ -10,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import uuid4
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from domain.repositories import Admission
+from infrastructure.persistence.tables import job_owners
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 
 T = TypeVar("T")
@@ -97,6 +100,21 @@ async def store(engine: AsyncEngine, *entities: ReportConfiguration | JobExecuti
             else:
                 await uow.jobs.add(entity)
         await uow.commit()
+
+
+async def store_counted(engine: AsyncEngine, *jobs: JobExecutionLog, limit: int = 100) -> None:
+    """Store jobs of owners who have a limit, so that each active one holds a slot of its owner's counter."""
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        for job in jobs:
+            assert await uow.jobs.add(job, default_limit=limit) is Admission.QUEUED
+        await uow.commit()
+
+
+async def slots_held(engine: AsyncEngine, owner: str = "user-1") -> int:
+    """The owner's counter of active jobs that hold a slot."""
+    async with engine.connect() as conn:
+        counter = await conn.scalar(sa.select(job_owners.c.active_jobs).where(job_owners.c.owner_id == owner))
+    return int(counter or 0)
 
 
 async def load_job(engine: AsyncEngine, job: JobExecutionLog) -> JobExecutionLog:

@@ -18,7 +18,8 @@ from application.ports import JobAdmission
 from domain.errors import DuplicateIdempotencyKey
 from domain.repositories import Admission
 from infrastructure.persistence.admission import PostgresJobAdmission
-from infrastructure.persistence.tables import jobs
+from infrastructure.persistence.statements import ACTIVE
+from infrastructure.persistence.tables import job_owners, jobs
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.conftest import disposable, emptied
 from tests.integration.persistence_helpers import T0, a_job, a_key_record, a_report, fields, load_job, store
@@ -65,15 +66,16 @@ async def pg_engine(pg_url: str, sqlite_root: Path) -> AsyncIterator[AsyncEngine
 
 
 async def count_jobs(engine: AsyncEngine, owner: str) -> int:
-    """The owner's counter of active jobs, checked against the jobs table it must agree with."""
+    """The owner's active jobs; checks that the owner's counter agrees with the jobs that hold a slot."""
     async with SqlAlchemyUnitOfWork(engine) as uow:
-        counted = (await uow.owners.get(owner)).active_jobs
+        active = (await uow.owners.get(owner)).active_jobs
     async with engine.connect() as conn:
-        stored = await conn.scalar(
-            sa.select(sa.func.count()).where(jobs.c.owner_id == owner, jobs.c.status.in_(["Queued", "Running"]))
+        counter = await conn.scalar(sa.select(job_owners.c.active_jobs).where(job_owners.c.owner_id == owner))
+        holding = await conn.scalar(
+            sa.select(sa.func.count()).where(jobs.c.owner_id == owner, jobs.c.status.in_(ACTIVE), jobs.c.holds_slot)
         )
-    assert counted == stored
-    return counted
+    assert (counter or 0) == holding
+    return int(active)
 
 
 async def set_limit(engine: AsyncEngine, owner: str, limit: int | None) -> None:

@@ -32,8 +32,10 @@ from tests.integration.persistence_helpers import (
     fields,
     load_job,
     logged_statements,
+    slots_held,
     started,
     store,
+    store_counted,
 )
 
 pytestmark = pytest.mark.integration
@@ -187,3 +189,27 @@ async def test_an_unreachable_database_is_storage_unavailable() -> None:
             await ledger.renew_leases([started(a_job(a_report()))])
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "cancelled"])
+async def test_a_final_status_gives_the_jobs_slot_back_in_the_same_write(
+    ledger_engine: tuple[JobLedger, AsyncEngine], outcome: str
+) -> None:
+    ledger, engine = ledger_engine
+    report = a_report()
+    job, other = a_job(report), a_job(report)
+    await store(engine, report)
+    await store_counted(engine, job, other)
+    claimed = await ledger.claim(job.id, T0, T0 + LEASE)
+    assert claimed is not None
+    slots_while_running = await slots_held(engine)
+
+    if outcome == "succeeded":
+        claimed.succeed(T0, ArtifactRef(claimed.artifact_key(), 1, "ab" * 32))
+    elif outcome == "failed":
+        claimed.fail(T0, "REPORT_TIMEOUT", "too slow")
+    else:
+        claimed.cancel(T0)
+    await ledger.save(claimed)
+
+    assert (slots_while_running, await slots_held(engine)) == (2, 1)

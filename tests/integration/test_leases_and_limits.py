@@ -14,7 +14,17 @@ from domain.errors import ConcurrentUpdate
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 from domain.repositories import Admission
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from tests.integration.persistence_helpers import LEASE, T0, a_job, a_report, load_job, started, store
+from tests.integration.persistence_helpers import (
+    LEASE,
+    T0,
+    a_job,
+    a_report,
+    load_job,
+    slots_held,
+    started,
+    store,
+    store_counted,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -125,15 +135,16 @@ async def test_only_the_queued_and_running_jobs_of_that_user_are_active(engine: 
     assert counts == [2, 1, 0]
 
 
-async def test_a_job_leaves_the_count_once_when_it_finishes_and_not_when_it_is_handed_back(
+async def test_a_job_gives_its_slot_back_once_when_it_finishes_and_not_when_it_is_handed_back(
     engine: AsyncEngine,
 ) -> None:
     report = a_report()
     job, cancelled = a_job(report), a_job(report)
-    await store(engine, report, job, cancelled)
+    await store(engine, report)
+    await store_counted(engine, job, cancelled)
     cancelled.cancel(T0)
     await save(engine, cancelled)
-    counts = [await active_jobs(engine)]
+    counts = [await slots_held(engine)]
 
     for hand_back in (False, True, False):  # started, handed back to the queue, started again
         if hand_back:
@@ -141,21 +152,34 @@ async def test_a_job_leaves_the_count_once_when_it_finishes_and_not_when_it_is_h
         else:
             job.start(T0, T0 + LEASE)
         await save(engine, job)
-        counts.append(await active_jobs(engine))
+        counts.append(await slots_held(engine))
     job.succeed(T0, ArtifactRef(job.artifact_key(), 1, "ab" * 32))
     await save(engine, job)
-    counts.append(await active_jobs(engine))
+    counts.append(await slots_held(engine))
     job.discard_artifact()  # a later save of a finished job changes the count no more
     await save(engine, job)
-    counts.append(await active_jobs(engine))
+    counts.append(await slots_held(engine))
 
     assert counts == [1, 1, 1, 1, 0, 0]
+
+
+async def test_a_job_admitted_without_a_limit_gives_back_nothing(engine: AsyncEngine) -> None:
+    report = a_report()
+    unlimited, counted = a_job(report), a_job(report)
+    await store(engine, report, unlimited)  # no limit: no slot
+    await store_counted(engine, counted)
+
+    unlimited.cancel(T0)
+    await save(engine, unlimited)
+
+    assert await slots_held(engine) == 1
 
 
 async def test_a_save_that_loses_the_race_releases_nothing(engine: AsyncEngine) -> None:
     report = a_report()
     job = a_job(report)
-    await store(engine, report, job)
+    await store(engine, report)
+    await store_counted(engine, job)
     stale = await load_job(engine, job)
     job.cancel(T0)
     await save(engine, job)
@@ -164,7 +188,7 @@ async def test_a_save_that_loses_the_race_releases_nothing(engine: AsyncEngine) 
     with pytest.raises(ConcurrentUpdate):
         await save(engine, stale)
 
-    assert await active_jobs(engine) == 0
+    assert await slots_held(engine) == 0
 
 
 async def test_concurrent_admissions_of_one_user_take_turns_until_the_first_commits(engine: AsyncEngine) -> None:

@@ -48,7 +48,7 @@ class PostgresJobLedger(JobLedger):
         if job.ends_activity:
             saved = await self._save_releasing_slot.fetchval(self._engine, params | {"where_owner": job.owner_id})
         else:
-            saved = await self._save.execute(self._engine, params) == "UPDATE 1"
+            saved = await self._save.fetchrow(self._engine, params) is not None
         if not saved:
             raise ConcurrentUpdate(job.id)
         job.version += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobOwner, JobStatus
+from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
 
 
@@ -138,10 +138,6 @@ def _artifact(row: Row) -> ArtifactRef | None:
     if row["artifact_key"] is None:
         return None
     return ArtifactRef(row["artifact_key"], row["artifact_size"], row["artifact_sha256"])
-
-
-def row_to_owner(row: Row) -> JobOwner:
-    return JobOwner(row["owner_id"], row["active_jobs"], row["max_active_jobs"])
 
 
 def idempotency_to_row(record: IdempotencyRecord) -> dict[str, Any]:

@@ -20,16 +20,18 @@ from infrastructure.persistence.mapping import (
     lease_parameters,
     report_to_row,
     row_to_job,
-    row_to_owner,
     row_to_report,
     update_parameters,
 )
 from infrastructure.persistence.statements import (
     ACTIVE,
+    ADD_SLOTS,
     CLAIM_JOB,
+    COUNT_SLOTLESS_JOBS,
     GET_JOB,
     GET_OWNER,
     INSERT_JOB,
+    IS_UNLIMITED,
     RELEASE_SLOT,
     RENEW_LEASE,
     REPORT_IS_CURRENT,
@@ -115,7 +117,6 @@ class SqlAlchemyJobRepository(JobRepository):
         self._conn = connection
         insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
         self._take_slot = take_slot(insert, when=sa.true())
-        self._take_slot_for_report = take_slot(insert, when=sa.exists(REPORT_IS_CURRENT))
 
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         with storage_errors():
@@ -125,18 +126,19 @@ class SqlAlchemyJobRepository(JobRepository):
     async def add(
         self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
     ) -> Admission:
-        slot = {"slot_owner": job.owner_id, "default_limit": default_limit}
-        report = {"where_report_id": job.report_id, "where_report_updated_at": as_read and as_read.updated_at}
+        params = {
+            "slot_owner": job.owner_id,
+            "default_limit": default_limit,
+            "where_report_id": job.report_id,
+            "where_report_updated_at": as_read and as_read.updated_at,
+        }
         with storage_errors():
-            if not job.is_terminal:  # a finished job (imported, or made by a test) holds no slot
-                if as_read is None:
-                    taken = (await self._conn.execute(self._take_slot, slot)).first()
-                else:
-                    taken = (await self._conn.execute(self._take_slot_for_report, slot | report)).first()
-                if taken is None:
-                    current = as_read is None or (await self._conn.execute(REPORT_IS_CURRENT, report)).first()
-                    return Admission.TOO_MANY_ACTIVE if current else Admission.REPORT_CHANGED
-            await self._conn.execute(INSERT_JOB, job_to_row(job))
+            if as_read is not None and (await self._conn.execute(REPORT_IS_CURRENT, params)).first() is None:
+                return Admission.REPORT_CHANGED
+            holds_slot = not job.is_terminal and not (await self._conn.execute(IS_UNLIMITED, params)).scalar_one()
+            if holds_slot and (await self._conn.execute(self._take_slot, params)).first() is None:
+                return Admission.TOO_MANY_ACTIVE
+            await self._conn.execute(INSERT_JOB, job_to_row(job) | {"holds_slot": holds_slot})
         job.saved()
         return Admission.QUEUED
 
@@ -148,10 +150,10 @@ class SqlAlchemyJobRepository(JobRepository):
 
     async def update(self, job: JobExecutionLog) -> None:
         with storage_errors():
-            result = await self._conn.execute(UPDATE_JOB, update_parameters(job))
-            if result.rowcount != 1:
+            saved = (await self._conn.execute(UPDATE_JOB, update_parameters(job))).first()
+            if saved is None:
                 raise ConcurrentUpdate(job.id)
-            if job.ends_activity:
+            if job.ends_activity and saved.holds_slot:
                 await self._conn.execute(RELEASE_SLOT, {"where_owner": job.owner_id})
         job.version += 1
         job.saved()
@@ -180,11 +182,15 @@ class SqlAlchemyJobOwnerRepository(JobOwnerRepository):
 
     async def get(self, owner_id: str) -> JobOwner:
         with storage_errors():
-            row = (await self._conn.execute(GET_OWNER, {"where_owner": owner_id})).mappings().first()
-        return JobOwner(owner_id) if row is None else row_to_owner(row)
+            row = (await self._conn.execute(GET_OWNER, {"where_owner": owner_id})).one()
+        return JobOwner(owner_id, row.active_jobs, row.max_active_jobs)
 
     async def set_limit(self, owner_id: str, max_active_jobs: int | None) -> JobOwner:
-        params = {"new_owner": owner_id, "new_limit": max_active_jobs}
+        """Also counts the user's active jobs that hold no slot yet (admitted while they had no limit), so that a
+        limit set now applies to what is already in flight."""
+        owner = {"where_owner": owner_id}
         with storage_errors():
-            row = (await self._conn.execute(self._set_limit, params)).mappings().one()
-        return row_to_owner(row)
+            await self._conn.execute(self._set_limit, owner | {"new_limit": max_active_jobs})
+            counted = (await self._conn.execute(COUNT_SLOTLESS_JOBS, owner)).rowcount
+            await self._conn.execute(ADD_SLOTS, owner | {"slots": counted})
+        return await self.get(owner_id)

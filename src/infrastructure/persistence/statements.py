@@ -51,8 +51,20 @@ REPORT_IS_CURRENT = sa.select(reports.c.id).where(
 """The report a job is being admitted for, as it was read: neither updated nor deleted since."""
 
 # --- a job's slot among its owner's active jobs ----------------------------------------------------------------
+# A user with a limit (their own, or the default) counts their Queued and Running jobs in job_owners.active_jobs;
+# each such job `holds_slot`. A user without one (0) takes no slot: their admissions never wait for each other.
 EFFECTIVE_LIMIT = sa.func.coalesce(job_owners.c.max_active_jobs, sa.bindparam("default_limit", type_=sa.Integer))
 """The owner's own limit when an admin set one, else the service's default; 0 means no limit."""
+
+OWNER_LIMIT = sa.func.coalesce(
+    sa.select(job_owners.c.max_active_jobs)
+    .where(job_owners.c.owner_id == sa.bindparam("slot_owner"))
+    .scalar_subquery(),
+    sa.bindparam("default_limit", type_=sa.Integer),
+)
+"""EFFECTIVE_LIMIT of the owner `slot_owner`, who may have no row yet."""
+UNLIMITED = OWNER_LIMIT == 0
+IS_UNLIMITED = sa.select(UNLIMITED)
 
 
 Insert = Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
@@ -60,10 +72,10 @@ Insert = Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
 
 
 def take_slot(insert: Insert, *, when: sa.ColumnElement[bool]) -> ReturningInsert[Any]:
-    """Count one more active job for the owner (`slot_owner`) if `when` holds and the owner is under its limit, in
-    one statement: it returns the owner's row when the slot was taken, no row when not. Concurrent callers for one
+    """Count one more active job for the owner `slot_owner` if `when` holds, the owner has a limit and is under it,
+    in one statement: it returns the owner's row when the slot was taken, no row when not. Concurrent callers for one
     owner take turns on that row (ON CONFLICT DO UPDATE re-reads it under a row lock), so the limit is exact."""
-    first = sa.select(sa.bindparam("slot_owner", type_=sa.String), sa.literal(1, sa.Integer)).where(when)
+    first = sa.select(sa.bindparam("slot_owner", type_=sa.String), sa.literal(1, sa.Integer)).where(when, ~UNLIMITED)
     return (
         insert(job_owners)
         .from_select(["owner_id", "active_jobs"], first)
@@ -81,27 +93,50 @@ RELEASE_SLOT = (
     .where(job_owners.c.owner_id == sa.bindparam("where_owner"))
     .values(active_jobs=job_owners.c.active_jobs - 1)
 )
-"""A job of the owner left Queued/Running for a terminal status: one slot fewer (in the same transaction)."""
+"""A job that holds a slot left Queued/Running for a terminal status: one slot fewer (in the same transaction)."""
 
-GET_OWNER = sa.select(job_owners).where(job_owners.c.owner_id == sa.bindparam("where_owner"))
+_OWNER = job_owners.c.owner_id == sa.bindparam("where_owner")
+_ACTIVE_JOBS_OF_OWNER = sa.and_(jobs.c.owner_id == sa.bindparam("where_owner"), jobs.c.status.in_(ACTIVE))
+GET_OWNER = sa.select(
+    sa.select(job_owners.c.max_active_jobs).where(_OWNER).scalar_subquery().label("max_active_jobs"),
+    sa.select(sa.func.count()).where(_ACTIVE_JOBS_OF_OWNER).scalar_subquery().label("active_jobs"),
+)
+"""A user's own limit (NULL if none, also for a user without a row) and their Queued or Running jobs, counted."""
 
 
 def set_limit(insert: Insert) -> ReturningInsert[Any]:
-    """Give `new_owner` the limit `new_limit` (NULL: the default again), creating their row if need be."""
+    """Give `where_owner` the limit `new_limit` (NULL: the default again), creating their row if need be; it locks
+    the row until the transaction ends, so that COUNT_SLOTLESS_JOBS and ADD_SLOTS take effect together."""
     return (
         insert(job_owners)
-        .values(owner_id=sa.bindparam("new_owner"), active_jobs=0, max_active_jobs=sa.bindparam("new_limit"))
+        .values(owner_id=sa.bindparam("where_owner"), active_jobs=0, max_active_jobs=sa.bindparam("new_limit"))
         .on_conflict_do_update(
             index_elements=[job_owners.c.owner_id], set_={"max_active_jobs": sa.bindparam("new_limit")}
         )
-        .returning(*job_owners.c)
+        .returning(job_owners.c.owner_id)
     )
 
 
+COUNT_SLOTLESS_JOBS = sa.update(jobs).where(_ACTIVE_JOBS_OF_OWNER, jobs.c.holds_slot.is_(False)).values(holds_slot=True)
+"""The owner's active jobs admitted while they had no limit now hold a slot too (the rows changed: how many)."""
+ADD_SLOTS = (
+    sa.update(job_owners)
+    .where(_OWNER)
+    .values(active_jobs=job_owners.c.active_jobs + sa.bindparam("slots", type_=sa.Integer))
+)
+
 # --- job rows --------------------------------------------------------------------------------------------------
-JOB_VALUES = sa.select(*(sa.bindparam(column.name, type_=column.type) for column in jobs.c))
-"""A whole job row as bound values, named after the columns (mapping.job_to_row)."""
-INSERT_JOB = sa.insert(jobs).from_select(list(jobs.c.keys()), JOB_VALUES)
+_JOB_COLUMNS = [column for column in jobs.c if column.name != "holds_slot"]
+
+
+def job_values(holds_slot: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """A whole job row as bound values named after the columns (mapping.job_to_row), and `holds_slot`."""
+    return sa.select(*(sa.bindparam(column.name, type_=column.type) for column in _JOB_COLUMNS), holds_slot)
+
+
+INSERT_JOB = sa.insert(jobs).from_select(
+    [*(c.name for c in _JOB_COLUMNS), "holds_slot"], job_values(sa.bindparam("holds_slot", type_=sa.Boolean))
+)
 
 UPDATE_JOB = (
     sa.update(jobs)
@@ -110,6 +145,7 @@ UPDATE_JOB = (
         version=jobs.c.version + 1,
         **{column: sa.bindparam(f"set_{column}", type_=jobs.c[column].type) for column in JOB_STATE_COLUMNS},
     )
+    .returning(jobs.c.holds_slot)
 )
 """Save a transition of a job read earlier, guarded by its version: of two writers exactly one wins."""
 
@@ -150,9 +186,13 @@ Running in that attempt."""
 # --- PostgreSQL: the same rules composed into one round trip ---------------------------------------------------
 _report_current = REPORT_IS_CURRENT.cte("report_current")
 _slot = take_slot(postgresql.insert, when=sa.exists(_report_current.select())).cte("slot")
+_slot_taken = sa.exists(_slot.select())
 _admitted = (
     sa.insert(jobs)
-    .from_select(list(jobs.c.keys()), JOB_VALUES.where(sa.exists(_slot.select())))
+    .from_select(
+        [*(c.name for c in _JOB_COLUMNS), "holds_slot"],
+        job_values(_slot_taken).where(sa.exists(_report_current.select()), sa.or_(UNLIMITED, _slot_taken)),
+    )
     .returning(jobs.c.id)
     .cte("admitted")
 )
@@ -160,13 +200,18 @@ ADMIT_JOB_POSTGRES = sa.select(
     sa.exists(_report_current.select()).label("report_current"),
     sa.exists(_admitted.select()).label("admitted"),
 )
-"""The report check, the slot and the insert in one statement: the insert happens only if the slot was taken,
-and the slot is taken only if the report is current."""
+"""The report check, the slot and the insert in one statement: the insert happens only if the report is current
+and the owner has no limit or a slot was taken, and the slot is taken only if the report is current."""
 
-_saved = UPDATE_JOB.returning(jobs.c.id).cte("saved")
+_saved = UPDATE_JOB.cte("saved")
 SAVE_JOB_RELEASING_SLOT_POSTGRES = (
     sa.select(sa.func.count())
     .select_from(_saved)
-    .add_cte(RELEASE_SLOT.where(sa.exists(_saved.select())).returning(job_owners.c.owner_id).cte("released"))
+    .add_cte(
+        RELEASE_SLOT.where(sa.exists(_saved.select().where(_saved.c.holds_slot)))
+        .returning(job_owners.c.owner_id)
+        .cte("released")
+    )
 )
-"""UPDATE_JOB, and RELEASE_SLOT if the update won, in one statement: the count of rows saved (0 or 1)."""
+"""UPDATE_JOB, and RELEASE_SLOT if the update won and the job held a slot, in one statement: the count of rows
+saved (0 or 1)."""

@@ -88,9 +88,13 @@ jobs = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("lease_expires_at", UtcDateTime, nullable=True),
     sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("holds_slot", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Whether the job counts in its owner's job_owners.active_jobs (it was admitted under a limit, or counted when
+    # one was set): only such a job gives a slot back when it finishes.
     sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
     sa.CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
     sa.Index(None, "status", "created_at"),  # recovery: unfinished jobs, oldest first
+    sa.Index(None, "owner_id", "status"),  # one user's active jobs, counted when an admin sets their limit
     sa.Index(None, "status", "expires_at"),  # the retention sweep: Succeeded jobs past expires_at
 )
 
@@ -114,5 +118,6 @@ job_owners = sa.Table(
     sa.CheckConstraint("active_jobs >= 0", name="active_jobs"),
     sa.CheckConstraint("max_active_jobs >= 0", name="max_active_jobs"),
 )
-"""Per user: how many of their jobs are Queued or Running (kept in the transactions that change it), and the limit
-an admin set for them (NULL: the service's default; 0: no limit)."""
+"""Per user: how many of their Queued or Running jobs hold a slot (`jobs.holds_slot`; kept in the transactions that
+change it), and the limit an admin set for them (NULL: the service's default; 0: no limit). Jobs admitted while the
+user has no limit take no slot, so that one busy service account's admissions never wait for each other."""

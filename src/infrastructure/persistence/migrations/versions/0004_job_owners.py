@@ -18,7 +18,9 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Written out rather than imported: a migration keeps the schema of its day when the code moves on.
+# Written out rather than imported: a migration keeps the schema of its day when the code moves on. Every active
+# job counts, as it did under the count this replaces.
+_HOLD_SLOTS = "UPDATE jobs SET holds_slot = true WHERE status IN ('Queued', 'Running')"
 _COUNT_ACTIVE_JOBS = """
 INSERT INTO job_owners (owner_id, active_jobs)
 SELECT owner_id, count(*) FROM jobs WHERE status IN ('Queued', 'Running') GROUP BY owner_id
@@ -36,17 +38,19 @@ def upgrade() -> None:
         sa.CheckConstraint("max_active_jobs >= 0", name=op.f("ck_job_owners_max_active_jobs")),
         sa.PrimaryKeyConstraint("owner_id", name=op.f("pk_job_owners")),
     )
+    op.add_column("jobs", sa.Column("holds_slot", sa.Boolean(), nullable=False, server_default=sa.false()))
     if op.get_bind().dialect.name == "postgresql":
-        # Admissions running during the upgrade wait, so the count is exact when the new code takes over.
-        op.execute("LOCK TABLE jobs IN SHARE MODE")
+        # Admissions and transitions running during the upgrade wait, so the counts are exact when the new code
+        # takes over.
+        op.execute("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE")
         op.execute(f"DROP FUNCTION IF EXISTS {_ADMIT_JOB_FUNCTION}")
+    op.execute(_HOLD_SLOTS)
     op.execute(_COUNT_ACTIVE_JOBS)
-    op.drop_index("ix_jobs_owner_id_status", table_name="jobs")
 
 
 def downgrade() -> None:
-    op.create_index("ix_jobs_owner_id_status", "jobs", ["owner_id", "status"])
     op.drop_table("job_owners")
+    op.drop_column("jobs", "holds_slot")
     if op.get_bind().dialect.name == "postgresql":
         scripts = op.get_context().script
         previous = scripts.get_revision("0003") if scripts is not None else None
