@@ -32,6 +32,7 @@ from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
 from domain.reports import ReportConfiguration
 from domain.repositories import Admission, JobRepository
 from infrastructure.logs import JOB_CLOCK_KEY
+from infrastructure.persistence.statements import ACTIVE
 from infrastructure.persistence.tables import jobs as jobs_table
 
 log = logging.getLogger(__name__)
@@ -263,21 +264,20 @@ class ObservedJobLedger(JobLedger):
 
 JobCounts = Callable[[], Awaitable[Mapping[str, int]]]
 QueueDepth = Callable[[], Awaitable[int]]
-_UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 def count_unfinished_jobs(engine: AsyncEngine) -> JobCounts:
     """Queued and Running rows, counted in one query (served by the index on status)."""
     query = (
         sa.select(jobs_table.c.status, sa.func.count())
-        .where(jobs_table.c.status.in_(_UNFINISHED))
+        .where(jobs_table.c.status.in_(ACTIVE))
         .group_by(jobs_table.c.status)
     )
 
     async def count() -> Mapping[str, int]:
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return dict.fromkeys(_UNFINISHED, 0) | {str(status): int(n) for status, n in rows}
+        return dict.fromkeys(ACTIVE, 0) | {str(status): int(n) for status, n in rows}
 
     return count
 

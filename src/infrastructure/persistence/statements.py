@@ -20,8 +20,8 @@ from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from domain.jobs import JobStatus
 from infrastructure.persistence.tables import UtcDateTime, job_owners, jobs, reports
 
-ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-"""The statuses that hold one of the owner's active-job slots."""
+ACTIVE = tuple(status.value for status in JobStatus if not status.is_terminal)
+"""Queued and Running: the statuses of a job that counts against its owner's limit."""
 
 JOB_STATE_COLUMNS = (
     "status",
