@@ -313,3 +313,58 @@ async def test_an_unreachable_database_is_storage_unavailable() -> None:
             await run(engine, "SELECT 1")
     finally:
         await engine.dispose()
+
+
+ADVISORY_KEY = 424242
+
+
+async def advisory_lock_is_free(url: str) -> bool:
+    """Whether another session can take ADVISORY_KEY at once."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            taken = await conn.scalar(sa.text(f"SELECT pg_try_advisory_lock({ADVISORY_KEY})"))
+            await conn.execute(sa.text(f"SELECT pg_advisory_unlock({ADVISORY_KEY})"))
+            return bool(taken)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("query", "after"),
+    [
+        (f"SELECT pg_advisory_lock({ADVISORY_KEY}) IS NULL AS locked", "SELECT 1 AS n"),
+        ("SELECT set_config('work_mem', '1234kB', false) AS setting", "SELECT current_setting('work_mem') AS n"),
+        ("SELECT pg_listening_channels() AS c FROM (SELECT pg_notify('x', '')) AS n", "SELECT 1 AS n"),
+    ],
+    ids=["advisory-lock", "session-setting", "notify"],
+)
+async def test_nothing_a_report_does_outlives_it_on_its_pooled_connection(pg_url: str, query: str, after: str) -> None:
+    """One pooled connection, so the next report gets the same one back: it must find it as a new one would be."""
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)
+    try:
+        with contextlib.suppress(ReportQueryFailed):
+            await run(engine, query)
+        _, _, batches = await run(engine, after)
+        lock_free = await advisory_lock_is_free(pg_url)
+    finally:
+        await engine.dispose()
+
+    assert lock_free
+    assert batches[0][0][0] != "1234kB"
+
+
+async def test_a_connection_left_with_a_prepared_statement_of_the_reports_is_discarded(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:  # what a report might leave behind, through a function of its own
+            pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
+            await conn.exec_driver_sql("PREPARE leftover AS SELECT 1")
+            await conn.commit()
+        _, _, batches = await run(engine, "SELECT pg_backend_pid() AS pid")  # the same pooled connection
+        assert batches[0][0][0] == pid
+        _, _, after = await run(engine, "SELECT pg_backend_pid() AS pid")
+    finally:
+        await engine.dispose()
+
+    assert after[0][0][0] != pid

@@ -155,7 +155,7 @@ class SqlReportDataSource(ReportDataSource):
                 finally:
                     await stream.close()
                 done = True
-                await conn.execute("ROLLBACK")  # the read-only transaction ends; the connection goes back to the pool
+                await _end_report_session(conn)
         except StorageUnavailable:
             if not done:
                 raise
@@ -194,6 +194,23 @@ class SqlReportDataSource(ReportDataSource):
                 await guard.leave(conn)
         finally:
             await close_quietly(conn)
+
+
+# Ends the report's transaction and undoes what can outlive it: advisory locks taken at session level, cursors held
+# open, LISTEN, session settings, temporary objects. asyncpg's own cached statements stay (they are the service's).
+_END_REPORT_SESSION = (
+    "ROLLBACK; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
+)
+# Prepared statements are the one thing that cannot be dropped selectively: one the report made (SQL PREPARE) gets
+# its connection discarded.
+_FOREIGN_PREPARED_STATEMENTS = r"SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE '\_\_asyncpg\_%'"
+
+
+async def _end_report_session(conn: Any) -> None:
+    """Give the connection back to the pool as a new one would be: nothing a report did outlives it."""
+    await conn.execute(_END_REPORT_SESSION)
+    if await conn.fetchval(_FOREIGN_PREPARED_STATEMENTS):
+        raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
 
 
 def _milliseconds(timeout_seconds: float) -> int:
