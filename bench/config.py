@@ -26,6 +26,10 @@ class Options:
     """Seconds the run may spend waiting for others to be quiet and measuring disturbed runs again."""
     service_env: dict[str, str]
     """REPORTGEN_* overrides for every service process (`--set`), for experiments."""
+    backlog: int
+    """Queued jobs of the single client before its second run at each concurrency."""
+    warning_run: bool
+    """Also run a second `reportgen serve` at log level WARNING in the many-users case, for the logging's cost."""
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -38,6 +42,10 @@ def parse(argv: list[str] | None = None) -> Options:
         "--worker-during-load",
         action="store_true",
         help="keep reportgen's worker running during the HTTP load (it then drains both apps' jobs)",
+    )
+    parser.add_argument("--backlog", type=int, help="the single client's Queued backlog (20000; quick: 2000)")
+    parser.add_argument(
+        "--no-warning-run", action="store_true", help="skip the reportgen at log level WARNING beside the default"
     )
     parser.add_argument(
         "--noise-budget",
@@ -72,4 +80,6 @@ def parse(argv: list[str] | None = None) -> Options:
         worker_during_load=bool(args.worker_during_load),
         noise_budget=args.noise_budget if args.noise_budget is not None else 20 if quick else 120,
         service_env=service_env,
+        backlog=args.backlog if args.backlog is not None else 2_000 if quick else 20_000,
+        warning_run=not args.no_warning_run,
     )

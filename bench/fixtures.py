@@ -56,10 +56,15 @@ async def create_fixtures(stack: Stack) -> Fixtures:
             response = await client.post("/api/v1/reports", json=definition)
             response.raise_for_status()
             ids.append(response.json()["id"])
-    jwt = JwtSettings(secret=stack.secret, issuer=ISSUER, audience=AUDIENCE)
     names = [f"{LOAD_OWNER_PREFIX}{i:02d}" for i in range(LOAD_USERS)]
-    users = [(name, issue_token(jwt, name, [], ttl_seconds=4 * 3600)) for name in names]
+    users = [(name, user_token(stack, name)) for name in names]
     return Fixtures(admin, ids[0], ids[1], users)
+
+
+def user_token(stack: Stack, user: str) -> str:
+    """A token of a user without roles, minted with the service's `issue_token` (as `reportgen token` does)."""
+    jwt = JwtSettings(secret=stack.secret, issuer=ISSUER, audience=AUDIENCE)
+    return issue_token(jwt, user, [], ttl_seconds=4 * 3600)
 
 
 def bearer(token: str) -> dict[str, str]:

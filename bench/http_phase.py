@@ -1,4 +1,5 @@
-"""generate and status under wrk, reportgen and the floor app alternately, at each concurrency."""
+"""generate and status under wrk, reportgen and the floor app alternately, at each concurrency; then one client's
+generate over a growing backlog (single_client.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from bench.fixtures import LOAD_OWNER_PREFIX, Fixtures, bearer, generate_body
 from bench.load import Scenario, measure, write_script
 from bench.noise import least_noisy, others_of
 from bench.procs import Proc
-from bench.stack import Stack
+from bench.single_client import CLIENT_PREFIX, run_single_client
+from bench.stack import DB_NAME, Stack
 
-APPS = ("reportgen", "floor")
 ENDPOINTS = ("generate", "status")
 
 
@@ -45,38 +46,72 @@ async def shapes(stack: Stack, fixtures: Fixtures) -> dict[str, Any]:
     return found
 
 
-async def reset_queue(stack: Stack, db: asyncpg.Connection, worker_during_load: bool) -> None:
-    """Forget the jobs a generate run made, so that no later run (or a worker's reconciler) works them off."""
-    stack.stop("worker")
-    await db.execute("DELETE FROM jobs WHERE owner_id LIKE $1 AND status = 'Queued'", LOAD_OWNER_PREFIX + "%")
-    await stack.redis.flushdb()  # our own db number (15) only
-    if worker_during_load:
-        await stack.start_worker()
+async def backend_pids(db: asyncpg.Connection) -> list[int]:
+    """The PostgreSQL backends connected to the bench database, but for this connection: the apps' pools."""
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+    return [row["pid"] for row in await db.fetch(query, DB_NAME)]
 
 
 async def one_run(
-    stack: Stack, db: asyncpg.Connection, options: Options, script: Path, server: tuple[str, Proc], connections: int
+    db: asyncpg.Connection, options: Options, script: Path, server: tuple[str, Proc], connections: int
 ) -> dict[str, Any]:
     url, proc = server
-    result, warm = await measure(url, script, connections, options.duration, options.warmup, proc)
-    if script.stem == "generate":
-        await reset_queue(stack, db, options.worker_during_load)
+    pids = partial(backend_pids, db)
+    result, warm = await measure(url, script, connections, options.duration, options.warmup, proc, pids)
     return result.as_dict() | {"warmup_non2xx": int(warm.get("non2xx", 0))}
+
+
+async def clear_backlog(stack: Stack, db: asyncpg.Connection) -> int:
+    """After every HTTP case: the Queued jobs they left (load users and single clients) go, so that the job pipeline
+    measures its own jobs; the worker is stopped first. The number of jobs deleted."""
+    stack.stop("worker")
+    owners = [LOAD_OWNER_PREFIX + "%", CLIENT_PREFIX + "%"]
+    deleted = await db.fetchval(
+        "WITH gone AS (DELETE FROM jobs WHERE owner_id LIKE ANY($1::text[]) AND status = 'Queued' RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        owners,
+    )
+    await stack.redis.flushdb()  # our own db number (15) only
+    return int(deleted)
+
+
+def server_of(stack: Stack, app: str) -> tuple[str, Proc]:
+    name, url = {"reportgen": ("api", stack.api_url), "reportgen_warning": ("api-warning", stack.quiet_api_url)}.get(
+        app, ("floor", stack.floor_url)
+    )
+    return url, stack.procs[name]
+
+
+async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options, script: Path, app: str, c: int) -> Any:
+    """One app's run; the WARNING server runs only for its own runs (its pool would hold connections meanwhile)."""
+    if app == "reportgen_warning":
+        await stack.start_api(quiet=True)
+    try:
+        return await least_noisy(partial(one_run, db, options, script, server_of(stack, app), c), others_of)
+    finally:
+        stack.stop("api-warning")
 
 
 async def run_http(
     stack: Stack, fixtures: Fixtures, db: asyncpg.Connection, options: Options, endpoints: list[str]
 ) -> dict[str, Any]:
+    """The many-users case (reportgen at INFO, at WARNING when started, the floor), then the single client's
+    generate. Nothing is deleted between runs: the Queued backlog grows as it would in production."""
     results: dict[str, Any] = {"shapes": await shapes(stack, fixtures)}
-    await reset_queue(stack, db, options.worker_during_load)
-    servers = {"reportgen": (stack.api_url, stack.procs["api"]), "floor": (stack.floor_url, stack.procs["floor"])}
+    if not options.worker_during_load:
+        stack.stop("worker")
+    apps = ("reportgen", "reportgen_warning", "floor") if options.warning_run else ("reportgen", "floor")
     for endpoint in endpoints:
         script = write_script(stack.run_dir, scenario(endpoint, fixtures))
         for connections in options.concurrencies:
-            for app in APPS:
-                url, proc = servers[app]
+            for app in apps:
                 print(f"bench: {endpoint} c{connections} {app} ...", flush=True)  # noqa: T201
-                run = partial(one_run, stack, db, options, script, (url, proc), connections)
-                entry, tries = await least_noisy(run, others_of)
+                entry, tries = await many_users_run(stack, db, options, script, app, connections)
                 results.setdefault(endpoint, {}).setdefault(str(connections), {})[app] = entry | {"tries": tries}
+    if "generate" in endpoints:
+        one = {app: server_of(stack, app) for app in ("reportgen", "floor")}
+        results["single_client"] = await run_single_client(stack, fixtures, db, options, one, one_run)
+    results["backlog_deleted_after"] = await clear_backlog(stack, db)
+    if options.worker_during_load:
+        await stack.start_worker()
     return results

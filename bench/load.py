@@ -6,12 +6,13 @@ import asyncio
 import json
 import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.noise import machine_cpu, others_cpu, others_percent
-from bench.procs import Proc
+from bench.procs import Proc, cpu_seconds
 
 TEMPLATE = Path(__file__).with_name("load.lua")
 WRK_THREADS = 2  # one per core; wrk shares the machine with the servers under test
@@ -41,6 +42,8 @@ class LoadResult:
     codes: dict[str, int] = field(default_factory=dict)
     socket_errors: dict[str, int] = field(default_factory=dict)
     server_cpu_ms_per_request: float = 0.0
+    database_cpu_ms_per_request: float = 0.0
+    """CPU of the PostgreSQL backends connected to the bench database (the apps' pools), per request."""
     machine_busy_percent: float = 0.0
     others_cpu_percent: float = 0.0
     """CPU that processes outside this run (not PostgreSQL, not Redis) used meanwhile: noise."""
@@ -84,14 +87,21 @@ async def _wrk(base_url: str, script: Path, connections: int, seconds: int) -> d
     raise RuntimeError(f"wrk printed no result (exit {process.returncode}):\n{text}")
 
 
+DatabasePids = Callable[[], Awaitable[list[int]]]
+
+
 async def measure(
-    base_url: str, script: Path, connections: int, seconds: int, warmup: int, server: Proc
+    base_url: str, script: Path, connections: int, seconds: int, warmup: int, server: Proc, db_pids: DatabasePids
 ) -> tuple[LoadResult, dict[str, Any]]:
-    """A warm-up run (its result is returned raw, for its errors), then the measured one."""
+    """A warm-up run (its result is returned raw, for its errors), then the measured one. The database backends
+    are the ones connected after the warm-up (the pools have grown by then)."""
     warm = await _wrk(base_url, script, connections, warmup) if warmup > 0 else {}
+    backends = await db_pids()
+    db_before = cpu_seconds(backends)
     cpu_before, (busy_before, total_before), others = server.tree_cpu_seconds(), machine_cpu(), others_cpu()
     raw = await _wrk(base_url, script, connections, seconds)
     cpu = server.tree_cpu_seconds() - cpu_before
+    db_cpu = cpu_seconds(backends) - db_before
     busy_after, total_after = machine_cpu()
     requests, duration = int(raw["requests"]), raw["duration_us"] / 1e6
     result = LoadResult(
@@ -106,6 +116,7 @@ async def measure(
         codes=raw["codes"],
         socket_errors=raw["socket_errors"],
         server_cpu_ms_per_request=round(1000 * cpu / max(requests, 1), 3),
+        database_cpu_ms_per_request=round(1000 * db_cpu / max(requests, 1), 3),
         machine_busy_percent=round(100 * (busy_after - busy_before) / max(total_after - total_before, 1), 1),
         others_cpu_percent=others_percent(others, duration),
     )

@@ -36,14 +36,12 @@ async def enqueue_all(redis: ArqRedis, function: str, queue: str, job_ids: list[
     await asyncio.gather(*(one(job_id) for job_id in job_ids))
 
 
-async def insert_jobs(db: asyncpg.Connection, report_id: str, count: int) -> list[str]:
+async def insert_jobs(db: asyncpg.Connection, report_id: str, count: int, owner: str = "bench-pipeline") -> list[str]:
     report = await db.fetchrow("SELECT name, query FROM reports WHERE id = $1", report_id)
     ids = [uuid4() for _ in range(count)]
     params, types = json.dumps({"rows": SMALL_ROWS}), json.dumps({"rows": "integer"})
     now = datetime.now(UTC)
-    rows = [
-        (i, report_id, "bench-pipeline", report["name"], report["query"], "csv", params, types, now, None) for i in ids
-    ]
+    rows = [(i, report_id, owner, report["name"], report["query"], "csv", params, types, now, None) for i in ids]
     await db.executemany(INSERT_JOB, rows)
     return [str(i) for i in ids]
 

@@ -59,6 +59,11 @@ class Proc:
         return sum(_cpu_seconds(pid) for pid in _descendants(self.pid) | {self.pid})
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (those that have exited count 0)."""
+    return sum(_cpu_seconds(pid) for pid in pids)
+
+
 def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     number = len(list(log_dir.glob(f"{name}*.log")))

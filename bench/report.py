@@ -9,6 +9,10 @@ Row = dict[str, str]
 COLUMNS = ("figure", "reportgen", "reference", "ratio", "target", "verdict")
 P95_TARGET_MS = {"generate": 100.0, "status": 50.0}
 RSS_LIMIT_MB, RSS_GROWTH, COPY_RATIO, PIPELINE_RATIO = 150.0, 0.20, 0.5, 0.5
+LOG_COST = 0.05
+"""At most this share of req/s may go to the access log (INFO against WARNING)."""
+BACKLOG_CPU_GROWTH = 0.10
+"""Server CPU per request at the deep backlog within this of the empty backlog's."""
 NOISE_PERCENT = 10.0
 """Above this share of the machine used by processes outside the run (not PostgreSQL/Redis), figures are suspect."""
 
@@ -32,6 +36,51 @@ def _bad(r: dict[str, Any]) -> int:
     return int(r["non2xx"]) + sum(socket_errors.values()) + int(r.get("warmup_non2xx", 0))
 
 
+def _rps_row(name: str, mine: dict[str, Any], floor: dict[str, Any], *, target: bool = True) -> Row:
+    ratio = mine["rps"] / floor["rps"]
+    return row(
+        f"{name} req/s",
+        f"{mine['rps']:,.0f}",
+        f"floor {floor['rps']:,.0f}",
+        times(ratio),
+        ">= 1.00x floor" if target else "",
+        ratio >= 1.0 if target else None,
+    )
+
+
+def _cpu_rows(name: str, mine: dict[str, Any], floor: dict[str, Any]) -> list[Row]:
+    rows = []
+    for key, label in (("server_cpu_ms_per_request", "server"), ("database_cpu_ms_per_request", "database")):
+        cpu, floor_cpu = mine.get(key, 0.0), floor.get(key, 0.0)
+        ratio = times(cpu / floor_cpu) if floor_cpu else ""
+        rows.append(row(f"{name} {label} CPU ms/req", f"{cpu:.2f}", f"floor {floor_cpu:.2f}", ratio))
+    return rows
+
+
+def _run_rows(name: str, mine: dict[str, Any], floor: dict[str, Any], endpoint: str, connections: str) -> list[Row]:
+    rows = [_rps_row(name, mine, floor)]
+    p95_ok = mine["p95_ms"] < P95_TARGET_MS[endpoint] if connections == "16" else None
+    p95_target = f"p95 < {P95_TARGET_MS[endpoint]:.0f} ms" if connections == "16" else ""
+    rows.append(row(f"{name} p50/p95/p99 ms", _ms(mine), f"floor {_ms(floor)}", "", p95_target, p95_ok))
+    rows.append(row(f"{name} non-2xx+socket errors", str(_bad(mine)), f"floor {_bad(floor)}", "", "0", _bad(mine) == 0))
+    return rows + _cpu_rows(name, mine, floor)
+
+
+def _log_cost_rows(name: str, mine: dict[str, Any], quiet: dict[str, Any], floor: dict[str, Any]) -> list[Row]:
+    ratio = mine["rps"] / quiet["rps"]
+    return [
+        _rps_row(f"{name} at WARNING", quiet, floor, target=False),
+        row(
+            f"{name} req/s INFO / WARNING",
+            f"{mine['rps']:,.0f}",
+            f"WARNING {quiet['rps']:,.0f}",
+            times(ratio),
+            f">= {1 - LOG_COST:.2f}x",
+            ratio >= 1 - LOG_COST,
+        ),
+    ]
+
+
 def http_rows(http: dict[str, Any]) -> list[Row]:
     rows = []
     if not http.get("shapes", {}).get("same", True):
@@ -39,32 +88,34 @@ def http_rows(http: dict[str, Any]) -> list[Row]:
     for endpoint in ("generate", "status"):
         for connections, apps in http.get(endpoint, {}).items():
             mine, floor, name = apps["reportgen"], apps["floor"], f"{endpoint} c{connections}"
-            ratio = mine["rps"] / floor["rps"]
-            rows.append(
-                row(
-                    f"{name} req/s",
-                    f"{mine['rps']:,.0f}",
-                    f"floor {floor['rps']:,.0f}",
-                    times(ratio),
-                    ">= 1.00x floor",
-                    ratio >= 1.0,
-                )
+            rows += _run_rows(name, mine, floor, endpoint, connections)
+            if "reportgen_warning" in apps:
+                rows += _log_cost_rows(name, mine, apps["reportgen_warning"], floor)
+    for connections, entry in http.get("single_client", {}).items():
+        rows += single_client_rows(connections, entry)
+    return rows
+
+
+def single_client_rows(connections: str, entry: dict[str, Any]) -> list[Row]:
+    rows = []
+    for state in ("empty", "deep"):
+        mine, floor = entry[state]["reportgen"], entry[state]["floor"]
+        name = f"one client c{connections}, backlog {mine['backlog_before']:,}-{mine['backlog_after']:,}"
+        rows += _run_rows(name, mine, floor, "generate", connections)
+    empty, deep = entry["empty"]["reportgen"], entry["deep"]["reportgen"]
+    for key, label in (("server_cpu_ms_per_request", "server"), ("database_cpu_ms_per_request", "database")):
+        ratio = deep[key] / empty[key] if empty[key] else 0.0
+        mark = label == "server"
+        rows.append(
+            row(
+                f"one client c{connections} {label} CPU ms/req, deep / empty backlog",
+                f"{deep[key]:.2f}",
+                f"empty {empty[key]:.2f}",
+                times(ratio),
+                f"<= {1 + BACKLOG_CPU_GROWTH:.2f}x" if mark else "",
+                ratio <= 1 + BACKLOG_CPU_GROWTH if mark else None,
             )
-            p95_ok = mine["p95_ms"] < P95_TARGET_MS[endpoint] if connections == "16" else None
-            p95_target = f"p95 < {P95_TARGET_MS[endpoint]:.0f} ms" if connections == "16" else ""
-            rows.append(row(f"{name} p50/p95/p99 ms", _ms(mine), f"floor {_ms(floor)}", "", p95_target, p95_ok))
-            rows.append(
-                row(f"{name} non-2xx+socket errors", str(_bad(mine)), f"floor {_bad(floor)}", "", "0", _bad(mine) == 0)
-            )
-            cpu, floor_cpu = mine["server_cpu_ms_per_request"], floor["server_cpu_ms_per_request"]
-            rows.append(
-                row(
-                    f"{name} server CPU ms/req",
-                    f"{cpu:.2f}",
-                    f"floor {floor_cpu:.2f}",
-                    times(cpu / floor_cpu) if floor_cpu else "",
-                )
-            )
+        )
     return rows
 
 
@@ -142,9 +193,14 @@ def log_rows(logs: dict[str, dict[str, Any]]) -> list[Row]:
 def _others(results: dict[str, Any]) -> list[tuple[float, str]]:
     """(others' CPU %, run) of every measured run."""
     found = []
+    http = results.get("http", {})
     for endpoint in ("generate", "status"):
-        for connections, apps in results.get("http", {}).get(endpoint, {}).items():
+        for connections, apps in http.get(endpoint, {}).items():
             found += [(r["others_cpu_percent"], f"{endpoint} c{connections} {app}") for app, r in apps.items()]
+    for connections, entry in http.get("single_client", {}).items():
+        for state in ("empty", "deep"):
+            for app, r in entry[state].items():
+                found.append((r["others_cpu_percent"], f"one client c{connections} {state} {app}"))
     for name in ("reportgen", "bare_arq"):
         if "pipeline" in results:
             found.append((results["pipeline"][name]["others_cpu_percent"], f"pipeline {name}"))

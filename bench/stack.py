@@ -34,6 +34,8 @@ class Stack:
         self.api_workers = api_workers
         self.secret = secrets.token_urlsafe(48)
         self.api_url = f"http://127.0.0.1:{free_port()}"
+        self.quiet_api_url = f"http://127.0.0.1:{free_port()}"
+        """A second `reportgen serve` at log level WARNING, beside the default one (INFO)."""
         self.floor_url = f"http://127.0.0.1:{free_port()}"
         self.procs: dict[str, Proc] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("REPORTGEN_")} | {
@@ -44,7 +46,7 @@ class Stack:
             "REPORTGEN_JWT_ISSUER": ISSUER,
             "REPORTGEN_JWT_AUDIENCE": AUDIENCE,
             "REPORTGEN_MAX_ACTIVE_JOBS_PER_USER": "1000000",
-            "REPORTGEN_LOG_LEVEL": "WARNING",
+            "REPORTGEN_LOG_LEVEL": "INFO",  # the default: one access line per request
             "REPORTGEN_LOG_FORMAT": "json",
             "REPORTGEN_DEMO": "false",
             "REPORTGEN_ARTIFACT_DIR": str(run_dir / "artifacts"),
@@ -74,15 +76,17 @@ class Stack:
         await self.redis.flushdb()
         await asyncio.to_thread(self.reportgen, "migrate")
 
-    def _start(self, name: str, *argv: str) -> Proc:
-        proc = start(name, list(argv), self.env, self.logs, self.run_dir)
+    def _start(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Proc:
+        proc = start(name, list(argv), self.env | (env or {}), self.logs, self.run_dir)
         self.procs[name] = proc
         return proc
 
-    async def start_api(self) -> Proc:
-        port = self.api_url.rsplit(":", 1)[1]
-        proc = self._start("api", str(BIN / "reportgen"), "serve", "--port", port, "--workers", str(self.api_workers))
-        await wait_http(f"{self.api_url}/health/ready", proc)
+    async def start_api(self, *, quiet: bool = False) -> Proc:
+        """`reportgen serve` at the default log level (INFO), or with `quiet` a second one at WARNING."""
+        name, url = ("api-warning", self.quiet_api_url) if quiet else ("api", self.api_url)
+        argv = (str(BIN / "reportgen"), "serve", "--port", url.rsplit(":", 1)[1], "--workers", str(self.api_workers))
+        proc = self._start(name, *argv, env={"REPORTGEN_LOG_LEVEL": "WARNING"} if quiet else None)
+        await wait_http(f"{url}/health/ready", proc)
         return proc
 
     async def start_floor(self) -> Proc:

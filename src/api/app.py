@@ -23,7 +23,7 @@ from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
 from api.errors import problem_response
 from api.metrics import ApiMetrics
-from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from api.middleware import REQUEST_ID_HEADER, AccessLog, RequestContextMiddleware, structlog_access_log
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_limits import GetJobLimit, SetJobLimit
@@ -59,6 +59,8 @@ class ApiDependencies:
     """`Retry-After` of a 202 and of the status of a job that is not terminal."""
     max_body_bytes: int = 1024 * 1024
     debug: bool = False
+    access_log: AccessLog = structlog_access_log
+    """Writes the line of each request (bootstrap passes a direct JSON writer in production)."""
 
 
 def build_app(deps: ApiDependencies) -> Litestar:
@@ -87,7 +89,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
         debug=deps.debug,
     )
     # Outside the router, so that requests matching no route get a request id, a log line and metrics too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics)
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics, deps.access_log)
     return app
 
 

@@ -17,11 +17,12 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
+from api.middleware import ACCESS_LOGGER, AccessLog, structlog_access_log
 from bootstrap.container import Container, build_container
 from bootstrap.embedded import with_dev_secret
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, metrics_registry
 from infrastructure.inprocess import InProcessJobQueue
-from infrastructure.logs import configure_logging
+from infrastructure.logs import JsonAccessLog, configure_logging
 from infrastructure.periodic import PeriodicWork, run_periodically
 from settings import Settings
 
@@ -50,8 +51,12 @@ def secrets_of(settings: Settings) -> list[str | None]:
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True, **overrides: Any) -> Litestar:
     """The API app; in embedded mode its lifespan also runs the in-process worker."""
     settings = with_dev_secret(settings or Settings.from_env(os.environ))
+    access_log: AccessLog = structlog_access_log
     if configure_logs:
-        configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
+        fmt, secrets = log_format(settings), secrets_of(settings)
+        handler = configure_logging(fmt=fmt, level=settings.log_level, secrets=secrets)
+        if fmt == "json":  # one line per request: rendered directly rather than through the processors
+            access_log = JsonAccessLog(handler, logger=ACCESS_LOGGER, secrets=secrets)
     registry: CollectorRegistry = overrides.pop("registry", None) or metrics_registry()
     container = build_container(settings, registry=registry, **overrides)
 
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             lifespan=[lifespan],
             poll_after_seconds=settings.poll_after_seconds,
             max_body_bytes=settings.max_body_bytes,
+            access_log=access_log,
         )
     )
 

@@ -1,13 +1,17 @@
 """Logging set-up: structlog for our lines and the standard library's, JSON in production, secrets redacted."""
 
+import asyncio
+import contextlib
+import json
 import logging
 import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,10 @@ class Redactor:
     def __call__(self, logger: object, name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
         return {key: REDACTED if _sensitive(key) else self._scrub(value) for key, value in event.items()}
 
+    def field(self, key: str, value: Any) -> Any:
+        """One field of a line, as `__call__` would leave it."""
+        return REDACTED if _sensitive(key) else self._scrub(value)
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:
@@ -73,7 +81,102 @@ def _job_duration(logger: object, name: str, event: structlog.types.EventDict) -
     return event
 
 
-def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
+FLUSH_AFTER_SECONDS = 0.05
+"""How long a line below WARNING, written on an event loop, may wait in stdout's buffer (`journalctl -f` shows it
+after at most this); the lines of that moment then leave in one write instead of one write each."""
+
+
+class LineHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that batches writes: a line below WARNING logged on a running event loop stays in the
+    stream's buffer until a flush scheduled on that loop `FLUSH_AFTER_SECONDS` later; a warning or worse, and any
+    line logged off an event loop, is flushed at once (and with it everything before it).
+
+    Nothing waits in a buffer of our own: pending lines are in `sys.stdout`'s, which the interpreter flushes when
+    the process ends normally, on an unhandled exception and in a `multiprocessing` child (granian's workers);
+    only a process killed outright (SIGKILL, `os._exit`) loses the last `FLUSH_AFTER_SECONDS` of lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._flush_pending_on: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record), urgent=record.levelno >= logging.WARNING)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, line: str, *, urgent: bool = False) -> None:
+        """Write one rendered line (no newline); flushed now if `urgent`, else soon."""
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self.stream.write(line + "\n")
+            if urgent:
+                self.flush()
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            if self._flush_pending_on is not loop:  # none pending, or on a loop that has since ended
+                self._flush_pending_on = loop
+                loop.call_later(FLUSH_AFTER_SECONDS, self._flush_due)
+
+    def _flush_due(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # stdout closed or broken: the next emit reports it
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._flush_pending_on = None
+            super().flush()
+
+
+ACCESS_LINE_SAFE_FIELDS = frozenset({"event", "route", "status", "duration_ms"})
+"""Access-line fields that the server sets itself (the route is a template of ours): no secret can be in them.
+Every other field passes the Redactor, like any line."""
+_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+@lru_cache(maxsize=2)
+def _second_text(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def utc_timestamp() -> str:
+    """Now, as structlog's `TimeStamper(fmt="iso", utc=True)` writes it (`2026-01-02T03:04:05.123456Z`); the
+    date and time of day are formatted once per second."""
+    now = time.time()
+    second = int(now)
+    return f"{_second_text(second)}.{int((now - second) * 1_000_000):06d}Z"
+
+
+class JsonAccessLog:
+    """Writes the per-request access line straight to the JSON handler, as the structlog pipeline would render it
+    (`timestamp`, `level`, `logger` added, fields outside `ACCESS_LINE_SAFE_FIELDS` redacted), without building a
+    log record or running processors that have nothing to do for it."""
+
+    def __init__(self, handler: LineHandler, *, logger: str, secrets: Iterable[str | None] = ()) -> None:
+        self._handler = handler
+        self._logger = logger
+        self._redactor = Redactor(secrets)
+
+    def __call__(self, line: dict[str, Any]) -> None:
+        """Write the line of these fields (the dict becomes the line: the caller hands it over)."""
+        for key, value in line.items():
+            if key not in ACCESS_LINE_SAFE_FIELDS:
+                line[key] = self._redactor.field(key, value)
+        line["level"] = "info"
+        line["logger"] = self._logger
+        line["timestamp"] = utc_timestamp()
+        text = _encode(line).decode()
+        # json.dumps escapes what is not ASCII, as structlog's JSONRenderer does: the same bytes whatever stdout's
+        # encoding (rare: a user id or request id outside ASCII).
+        self._handler.write_line(text if text.isascii() else json.dumps(line, default=repr))
+
+
+def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterable[str | None] = ()) -> LineHandler:
     """Route structlog and stdlib logging to stdout, as JSON lines or as readable console output.
 
     `fmt` is `json` or `console`; contextvars (request_id, job_id) are merged into every line, and every line
@@ -108,7 +211,7 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterab
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = LineHandler(sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -119,3 +222,4 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterab
     arq_logger.propagate = True
     for noisy in ("asyncio", "aiosqlite", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    return handler
