@@ -61,6 +61,13 @@ async def create_fixtures(stack: Stack) -> Fixtures:
     return Fixtures(admin, ids[0], ids[1], users)
 
 
+async def lift_limit(stack: Stack, fixtures: Fixtures, user: str) -> None:
+    """Give `user` no limit of active jobs, as an admin sets up a service account that keeps many jobs in flight."""
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=bearer(fixtures.admin_token), timeout=30) as client:
+        response = await client.put(f"/api/v1/users/{user}/job-limit", json={"maxActiveJobs": 0})
+        response.raise_for_status()
+
+
 def user_token(stack: Stack, user: str) -> str:
     """A token of a user without roles, minted with the service's `issue_token` (as `reportgen token` does)."""
     jwt = JwtSettings(secret=stack.secret, issuer=ISSUER, audience=AUDIENCE)

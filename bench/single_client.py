@@ -1,5 +1,6 @@
 """One client's generate: a single service account's token (an external system feeding reportgen), the worker
-stopped, so that its Queued backlog grows as it would while workers are down or behind.
+stopped, so that its Queued backlog grows as it would while workers are down or behind. An admin has given the
+account no limit of active jobs (`PUT /api/v1/users/{id}/job-limit`, 0), as a deployment with such a client does.
 
 Per concurrency, a service account of its own starts from an empty backlog: reportgen, then the floor (whose job
 rows are the same account's too). Its backlog is then topped up to `Options.backlog` Queued jobs (rows inserted
@@ -19,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from arq.connections import ArqRedis
 
 from bench.config import Options
-from bench.fixtures import Fixtures, generate_body, user_token
+from bench.fixtures import Fixtures, generate_body, lift_limit, user_token
 from bench.floor_app import JOB_FUNCTION
 from bench.load import Scenario, write_script
 from bench.noise import least_noisy, others_of
@@ -61,6 +62,7 @@ async def run_single_client(
     path = f"/api/v1/reports/{fixtures.small_report}/generate"
     for connections in options.concurrencies:
         owner = f"{CLIENT_PREFIX}c{connections}"
+        await lift_limit(stack, fixtures, owner)
         items = [(path, user_token(stack, owner))]
         script = write_script(stack.run_dir, Scenario(owner, "POST", items, json.dumps(generate_body())))
         entry: dict[str, Any] = {"owner": owner}
