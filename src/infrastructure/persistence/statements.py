@@ -50,19 +50,21 @@ REPORT_IS_CURRENT = sa.select(reports.c.id).where(
 )
 """The report a job is being admitted for, as it was read: neither updated nor deleted since."""
 
+
 # --- a job's slot among its owner's active jobs ----------------------------------------------------------------
 # A user with a limit (their own, or the default) counts their Queued and Running jobs in job_owners.active_jobs;
 # each such job `holds_slot`. A user without one (0) takes no slot: their admissions never wait for each other.
-EFFECTIVE_LIMIT = sa.func.coalesce(job_owners.c.max_active_jobs, sa.bindparam("default_limit", type_=sa.Integer))
-"""The owner's own limit when an admin set one, else the service's default; 0 means no limit."""
+def effective_limit(own_limit: sa.ColumnElement[int | None]) -> sa.ColumnElement[int]:
+    """The owner's own limit when an admin set one, else the service's default; 0 means no limit."""
+    return sa.func.coalesce(own_limit, sa.bindparam("default_limit", type_=sa.Integer))
 
-OWNER_LIMIT = sa.func.coalesce(
-    sa.select(job_owners.c.max_active_jobs)
-    .where(job_owners.c.owner_id == sa.bindparam("slot_owner"))
-    .scalar_subquery(),
-    sa.bindparam("default_limit", type_=sa.Integer),
+
+EFFECTIVE_LIMIT = effective_limit(job_owners.c.max_active_jobs)
+"""The limit of the job_owners row at hand."""
+OWNER_LIMIT = effective_limit(
+    sa.select(job_owners.c.max_active_jobs).where(job_owners.c.owner_id == sa.bindparam("slot_owner")).scalar_subquery()
 )
-"""EFFECTIVE_LIMIT of the owner `slot_owner`, who may have no row yet."""
+"""The limit of the owner `slot_owner`, who may have no row yet."""
 UNLIMITED = OWNER_LIMIT == 0
 IS_UNLIMITED = sa.select(UNLIMITED)
 
