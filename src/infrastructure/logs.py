@@ -1,14 +1,19 @@
 """Logging set-up: structlog for our lines and the standard library's, JSON in production, secrets redacted."""
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing.util
+import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, TextIO
 
 import msgspec
@@ -82,22 +87,42 @@ def _job_duration(logger: object, name: str, event: structlog.types.EventDict) -
 
 
 FLUSH_AFTER_SECONDS = 0.05
-"""How long a line below WARNING, written on an event loop, may wait in stdout's buffer (`journalctl -f` shows it
+"""How long a line below WARNING, written on an event loop, may wait before it is written (`journalctl -f` shows it
 after at most this); the lines of that moment then leave in one write instead of one write each."""
+
+_LIVE_HANDLERS: weakref.WeakSet[LineHandler] = weakref.WeakSet()
+
+
+def _flush_live_handlers() -> None:
+    for handler in list(_LIVE_HANDLERS):
+        handler.flush_quietly()
+
+
+@cache
+def _flush_before_fork_and_at_exit() -> None:
+    """Once per process: before a fork (granian's workers), so that no line waits in both processes and is written
+    twice; and when a process ends, by `multiprocessing`'s exit function, which runs in the main process (atexit)
+    and in its children, where atexit handlers do not."""
+    os.register_at_fork(before=_flush_live_handlers)
+    multiprocessing.util.Finalize(None, _flush_live_handlers, exitpriority=0)
 
 
 class LineHandler(logging.StreamHandler[TextIO]):
-    """A stream handler that batches writes: a line below WARNING logged on a running event loop stays in the
-    stream's buffer until a flush scheduled on that loop `FLUSH_AFTER_SECONDS` later; a warning or worse, and any
-    line logged off an event loop, is flushed at once (and with it everything before it).
+    """A stream handler that batches writes: a line below WARNING logged on a running event loop waits until a flush
+    scheduled on that loop `FLUSH_AFTER_SECONDS` later, which writes every waiting line in one write; a warning or
+    worse, and any line logged off an event loop, is written at once (and with it every line before it).
 
-    Nothing waits in a buffer of our own: pending lines are in `sys.stdout`'s, which the interpreter flushes when
-    the process ends normally, on an unhandled exception and in a `multiprocessing` child (granian's workers);
+    The lines wait in a list of the handler's own, not in the stream's buffer, so that batching holds whatever the
+    stream's buffering (`PYTHONUNBUFFERED=1`, common in containers, makes stdout write each call at once). They are
+    written before a fork and when the process ends normally, in `multiprocessing` children too (granian's workers);
     only a process killed outright (SIGKILL, `os._exit`) loses the last `FLUSH_AFTER_SECONDS` of lines."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
+        self._pending: list[str] = []
         self._flush_pending_on: asyncio.AbstractEventLoop | None = None
+        _LIVE_HANDLERS.add(self)
+        _flush_before_fork_and_at_exit()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -108,9 +133,9 @@ class LineHandler(logging.StreamHandler[TextIO]):
             self.handleError(record)
 
     def write_line(self, line: str, *, urgent: bool = False) -> None:
-        """Write one rendered line (no newline); flushed now if `urgent`, else soon."""
+        """Write one rendered line (no newline); at once if `urgent`, else soon."""
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            self.stream.write(line + "\n")
+            self._pending.append(line)
             if urgent:
                 self.flush()
                 return
@@ -121,15 +146,19 @@ class LineHandler(logging.StreamHandler[TextIO]):
                 return
             if self._flush_pending_on is not loop:  # none pending, or on a loop that has since ended
                 self._flush_pending_on = loop
-                loop.call_later(FLUSH_AFTER_SECONDS, self._flush_due)
+                loop.call_later(FLUSH_AFTER_SECONDS, self.flush_quietly)
 
-    def _flush_due(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # stdout closed or broken: the next emit reports it
+    def flush_quietly(self) -> None:
+        """`flush`, for callers that cannot handle an error: stdout closed or broken (the next line reports it)."""
+        with contextlib.suppress(OSError, ValueError):
             self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._flush_pending_on = None
+            if self._pending:
+                lines, self._pending = self._pending, []
+                self.stream.write("\n".join(lines) + "\n")
             super().flush()
 
 

@@ -51,8 +51,13 @@ def logs() -> Iterator[Callable[[], list[dict[str, object]]]]:
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(out)  # what configure_logging writes to sys.stdout
+
+    def lines() -> list[dict[str, object]]:
+        handler.flush()  # lines logged on an event loop wait a moment before they are written
+        return [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+
     try:
-        yield lambda: [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+        yield lines
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
