@@ -21,7 +21,7 @@ from api.controllers.jobs import JobsController, JobServices
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
-from api.errors import problem_response
+from api.errors import UnavailableAnswers, problem_handler
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, AccessLog, RequestContextMiddleware, structlog_access_log
 from application.cancel_job import CancelJob
@@ -74,7 +74,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
     app = Litestar(
         route_handlers=[api, OperationsController],
         dependencies=_dependencies(deps, metrics),
-        exception_handlers={Exception: problem_response},
+        exception_handlers={Exception: problem_handler(UnavailableAnswers(metrics.unavailable))},
         openapi_config=_openapi_config(),
         response_headers=[
             ResponseHeader(

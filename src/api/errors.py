@@ -13,7 +13,10 @@ generic 500: no stack trace, driver message or SQL ever reaches the client.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +26,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from prometheus_client import Counter
 
 from api.middleware import request_id_of
 from api.schemas import IDEMPOTENCY_KEY_HEADER, FieldErrorOut, Problem
@@ -51,10 +55,14 @@ _RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERV
 
 log = structlog.get_logger(__name__)
 _CAMEL = re.compile(r"_([a-z])")
+Clock = Callable[[], float]
+_unavailable_log = logging.getLogger("api.unavailable")
 
 
 class ServiceNotReady(Exception):
     """A readiness check failed; `checks` holds every check's result by name."""
+
+    cause = "not_ready"
 
     def __init__(self, checks: dict[str, bool]) -> None:
         failing = ", ".join(name for name, ok in checks.items() if not ok) or "the readiness check itself"
@@ -120,6 +128,49 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
 }
 
 
+UNAVAILABLE_LOG_EVERY_SECONDS = 5.0
+"""A cause of 503 answers is logged at most once in this long (an outage must not flood the log)."""
+
+
+class UnavailableAnswers:
+    """Says why the service answers 503: each one is counted by cause, and each cause is logged at WARNING with the
+    request id and the reason, at most once every `every` seconds, with how many of that cause went unlogged since.
+
+    Per process, and on the event loop only (no lock): a 503 costs a dictionary look-up and a counter."""
+
+    def __init__(
+        self, counter: Counter, *, every: float = UNAVAILABLE_LOG_EVERY_SECONDS, clock: Clock = time.monotonic
+    ) -> None:
+        self._counter = counter
+        self._every = every
+        self._clock = clock
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def answered(self, request_id: str | None, exc: Exception) -> None:
+        cause = str(getattr(exc, "cause", "unknown"))
+        self._counter.labels(cause).inc()
+        now = self._clock()
+        last = self._last_logged.get(cause)
+        if last is not None and now - last < self._every:
+            self._unlogged[cause] = self._unlogged.get(cause, 0) + 1
+            return
+        self._last_logged[cause] = now
+        fields = {
+            "cause": cause,
+            "reason": str(exc),
+            "error": _error_name(exc.__cause__),
+            "request_id": request_id,
+            "unlogged_since_last": self._unlogged.pop(cause, 0),
+        }
+        _unavailable_log.warning("service unavailable (%s): %s", cause, exc, extra=fields)
+
+
+def _error_name(error: BaseException | None) -> str | None:
+    """The class of the error behind it (`ConnectionRefusedError`): never its message, which may hold SQL."""
+    return None if error is None else type(error).__name__
+
+
 def make_problem(
     request: Request[Any, Any, Any],
     *,
@@ -147,8 +198,23 @@ def problem_as_response(problem: Problem, headers: dict[str, str] | None = None)
     return Response(problem, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+ExceptionHandler = Callable[[Request[Any, Any, Any], Exception], Response[Problem]]
+
+
+def problem_handler(unavailable: UnavailableAnswers) -> ExceptionHandler:
+    """The exception handler of the app: `problem_response`, and each 503 reported to `unavailable`."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+        response = problem_response(request, exc)
+        if response.status_code == HTTPStatus.SERVICE_UNAVAILABLE:
+            unavailable.answered(request_id_of(request.scope), exc)
+        return response
+
+    return handle
+
+
 def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    """The exception handler of the app: the table first, then Litestar's HTTP errors, then a generic 500."""
+    """Exceptions as problems: the table first, then Litestar's HTTP errors, then a generic 500."""
     kind = next((PROBLEMS[cls] for cls in type(exc).__mro__ if cls in PROBLEMS), None)
     if kind is not None:
         problem = make_problem(

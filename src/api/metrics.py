@@ -22,6 +22,8 @@ class ApiMetrics:
     duration: Histogram
     in_progress: Gauge
     jobs_submitted: Counter
+    unavailable: Counter
+    """503 answers by cause (`database`, `database_pool`, `queue`, `not_ready`)."""
     _series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = field(default_factory=dict)
     """The labelled children by (method, route, status): a bounded set, looked up once each."""
 
@@ -47,6 +49,12 @@ class ApiMetrics:
             ),
             jobs_submitted=Counter(
                 "reportgen_jobs_submitted", "Report jobs accepted (202) through the API.", registry=registry
+            ),
+            unavailable=Counter(
+                "reportgen_http_unavailable",
+                "503 answers, by what was unavailable.",
+                ["cause"],
+                registry=registry,
             ),
         )
 

@@ -7,12 +7,30 @@ class ApplicationError(Exception):
     """Base of every application error."""
 
 
-class StorageUnavailable(ApplicationError):
-    """The database could not be reached or answered with a transient error; retrying later may succeed."""
+class DependencyUnavailable(ApplicationError):
+    """Something the service depends on cannot serve now; retrying later may succeed. `cause` names it in a word of a
+    small fixed set (metrics label it by that word, so the set stays bounded)."""
+
+    cause: str = "dependency"
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        if cause is not None:
+            self.cause = cause
 
 
-class QueueUnavailable(ApplicationError):
+class StorageUnavailable(DependencyUnavailable):
+    """The database could not be reached or answered with a transient error; retrying later may succeed.
+
+    `cause` is `database`, or `database_pool` when every pooled connection stayed busy past the pool's timeout."""
+
+    cause = "database"
+
+
+class QueueUnavailable(DependencyUnavailable):
     """The job queue could not take the job; retrying later may succeed."""
+
+    cause = "queue"
 
 
 class ArtifactMissing(ApplicationError):

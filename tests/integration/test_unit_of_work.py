@@ -148,3 +148,28 @@ async def test_a_deadlock_is_storage_unavailable(pg_engine: AsyncEngine) -> None
 
     assert sum(isinstance(o, StorageUnavailable) for o in outcomes) == 1
     assert sum(o is None for o in outcomes) == 1
+
+
+async def test_a_pool_with_every_connection_busy_is_storage_unavailable_for_that_cause(pg_url: str) -> None:
+    engine = create_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    try:
+        async with SqlAlchemyUnitOfWork(engine):  # holds the pool's one connection
+            with pytest.raises(StorageUnavailable) as busy:
+                async with SqlAlchemyUnitOfWork(engine):
+                    pass
+    finally:
+        await engine.dispose()
+
+    assert busy.value.cause == "database_pool"
+
+
+async def test_an_unreachable_database_is_storage_unavailable_of_the_database() -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/reportgen")
+    try:
+        with pytest.raises(StorageUnavailable) as down:
+            async with SqlAlchemyUnitOfWork(engine):
+                pass
+    finally:
+        await engine.dispose()
+
+    assert down.value.cause == "database"

@@ -112,6 +112,10 @@ def storage_errors() -> Iterator[None]:
         yield
     except Exception as exc:
         if is_unavailable(exc):
+            if isinstance(exc, sa_exc.TimeoutError):  # QueuePool: no connection came free within pool_timeout
+                raise StorageUnavailable(
+                    "every database connection of the pool is busy", cause="database_pool"
+                ) from exc
             raise StorageUnavailable(f"the database is unavailable ({describe(exc)})") from exc
         raise
 
