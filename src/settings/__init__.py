@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T", int, float)
@@ -101,24 +101,24 @@ class Settings:
             jwt_public_key=reader.public_key("JWT_PUBLIC_KEY"),
             jwt_issuer=reader.text("JWT_ISSUER"),
             jwt_audience=reader.text("JWT_AUDIENCE"),
-            artifact_dir=Path(reader.text("ARTIFACT_DIR") or DEFAULT_VAR_DIR / "artifacts"),
-            var_dir=Path(reader.text("VAR_DIR") or DEFAULT_VAR_DIR),
-            report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", 300.0, float, 0.1, 86_400),
-            max_attempts=reader.number("MAX_ATTEMPTS", 3, int, 1, 100),
-            worker_concurrency=reader.number("WORKER_CONCURRENCY", 10, int, 1, 1000),
-            result_ttl_seconds=reader.number("RESULT_TTL_SECONDS", 86_400, int, 1, 365 * 86_400),
-            max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", 10, int, 0, 1_000_000),
-            lease_seconds=reader.number("LEASE_SECONDS", 15.0, float, 1.0, 3600.0),
-            reconcile_interval_seconds=reader.period("RECONCILE_INTERVAL_SECONDS", 5),
-            sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS", 60),
-            shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30, int, 0, 3600),
-            queue_name=reader.text("QUEUE_NAME") or "reportgen:queue",
-            worker_metrics_port=reader.number("WORKER_METRICS_PORT", 9464, int, 0, 65_535),
-            poll_after_seconds=reader.number("POLL_AFTER_SECONDS", 2, int, 1, 3600),
-            max_body_bytes=reader.number("MAX_BODY_BYTES", 1_048_576, int, 1024, 100 * 1_048_576),
-            database_pool_size=reader.number("DATABASE_POOL_SIZE", 15, int, 1, 1000),
-            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console"), "auto"),
-            log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            artifact_dir=reader.path("ARTIFACT_DIR"),
+            var_dir=reader.path("VAR_DIR"),
+            report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", float, 0.1, 86_400),
+            max_attempts=reader.number("MAX_ATTEMPTS", int, 1, 100),
+            worker_concurrency=reader.number("WORKER_CONCURRENCY", int, 1, 1000),
+            result_ttl_seconds=reader.number("RESULT_TTL_SECONDS", int, 1, 365 * 86_400),
+            max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", int, 0, 1_000_000),
+            lease_seconds=reader.number("LEASE_SECONDS", float, 1.0, 3600.0),
+            reconcile_interval_seconds=reader.period("RECONCILE_INTERVAL_SECONDS"),
+            sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS"),
+            shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", int, 0, 3600),
+            queue_name=reader.text("QUEUE_NAME") or reader.default("QUEUE_NAME"),
+            worker_metrics_port=reader.number("WORKER_METRICS_PORT", int, 0, 65_535),
+            poll_after_seconds=reader.number("POLL_AFTER_SECONDS", int, 1, 3600),
+            max_body_bytes=reader.number("MAX_BODY_BYTES", int, 1024, 100 * 1_048_576),
+            database_pool_size=reader.number("DATABASE_POOL_SIZE", int, 1, 1000),
+            log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console")),
+            log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             demo=reader.flag("DEMO"),
         )
         if not settings.embedded and not (settings.jwt_secret or settings.jwt_public_key):
@@ -132,9 +132,20 @@ class Settings:
 
 
 class _Reader:
+    """Reads `REPORTGEN_<NAME>` into the Settings field `<name>`; an unset variable takes the field's default, which
+    is stated once, on the field."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
         self.problems: list[str] = []
+        self._defaults = {field.name: field.default for field in fields(Settings)}
+
+    def default(self, name: str) -> Any:
+        return self._defaults[name.lower()]
+
+    def path(self, name: str) -> Path:
+        value = self.text(name)
+        return Path(value) if value is not None else Path(self.default(name))
 
     def text(self, name: str) -> str | None:
         value = self._env.get(PREFIX + name, "").strip()
@@ -176,7 +187,8 @@ class _Reader:
             return None
         return pem
 
-    def number(self, name: str, default: T, kind: Callable[[str], T], low: T, high: T) -> T:
+    def number(self, name: str, kind: Callable[[str], T], low: T, high: T) -> T:
+        default: T = self.default(name)
         value = self.text(name)
         if value is None:
             return default
@@ -190,16 +202,18 @@ class _Reader:
             return default
         return number
 
-    def period(self, name: str, default: int) -> int:
+    def period(self, name: str) -> int:
         """A period that a clock-aligned schedule (arq cron) can keep evenly: it divides a minute, an hour or a day."""
-        seconds = self.number(name, default, int, 1, 86_400)
+        default: int = self.default(name)
+        seconds = self.number(name, int, 1, 86_400)
         unit = 1 if seconds < 60 else 60 if seconds < 3600 else 3600
         if seconds % unit or (60 if unit == 1 else 3600 if unit == 60 else 86_400) % seconds:
             self._bad(name, f"{seconds} does not divide a minute, an hour or a day evenly (e.g. 5, 15, 60, 300)")
             return default
         return seconds
 
-    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        default: str = self.default(name)
         value = self.text(name)
         if value is None:
             return default

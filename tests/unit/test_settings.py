@@ -13,6 +13,15 @@ def test_defaults_are_the_embedded_mode() -> None:
     assert (settings.result_ttl_seconds, settings.max_active_jobs_per_user) == (86_400, 10)
 
 
+def test_every_unset_variable_takes_the_default_stated_on_its_field() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+@pytest.mark.parametrize("name", ["MAX_ACTIVE_JOBS_PER_USER", "POLL_AFTER_SECONDS", "LOG_LEVEL", "QUEUE_NAME"])
+def test_an_empty_variable_is_unset(name: str) -> None:
+    assert Settings.from_env({f"REPORTGEN_{name}": "  "}) == Settings()
+
+
 def test_production_settings_are_read() -> None:
     settings = Settings.from_env(
         {
