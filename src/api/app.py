@@ -16,19 +16,15 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
-from api.controllers.generate import GenerateServices, generate_report
-from api.controllers.jobs import JobsController, JobServices
+from api.controllers.generate import generate_report
+from api.controllers.jobs import JobsController
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
 from api.errors import UnavailableAnswers, problem_handler
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, AccessLog, RequestContextMiddleware, structlog_access_log
-from application.cancel_job import CancelJob
-from application.initiate_report_job import InitiateAsynchronousReportJob
-from application.job_limits import GetJobLimit, SetJobLimit
-from application.job_queries import GetJobResult, GetJobStatus
-from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
+from api.services import ApiServices, UseCases
 
 BEARER_SCHEME = "BearerToken"
 LifespanFactory = Callable[[], AbstractAsyncContextManager[None]]
@@ -38,17 +34,7 @@ LifespanFactory = Callable[[], AbstractAsyncContextManager[None]]
 class ApiDependencies:
     """Everything the HTTP layer needs, built by the composition root (or by tests, on fakes)."""
 
-    initiate: InitiateAsynchronousReportJob
-    get_status: GetJobStatus
-    get_result: GetJobResult
-    cancel: CancelJob
-    create_report: CreateReport
-    update_report: UpdateReport
-    delete_report: DeleteReport
-    get_report: GetReport
-    list_reports: ListReports
-    get_job_limit: GetJobLimit
-    set_job_limit: SetJobLimit
+    use_cases: UseCases
     auth: JwtSettings
     readiness: Readiness
     registry: CollectorRegistry
@@ -95,15 +81,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
 
 def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
     values: dict[str, Any] = {
-        "generate_services": GenerateServices(deps.initiate, metrics, deps.poll_after_seconds),
-        "job_services": JobServices(deps.get_status, deps.cancel, deps.get_result, deps.poll_after_seconds),
-        "create_report": deps.create_report,
-        "update_report": deps.update_report,
-        "delete_report": deps.delete_report,
-        "get_report": deps.get_report,
-        "list_reports": deps.list_reports,
-        "get_job_limit": deps.get_job_limit,
-        "set_job_limit": deps.set_job_limit,
+        "services": ApiServices(deps.use_cases, metrics, deps.poll_after_seconds),
         "readiness": deps.readiness,
         "registry": deps.registry,
     }

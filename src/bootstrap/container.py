@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.services import UseCases
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
@@ -61,17 +62,8 @@ class Container:
     redis: ArqRedis | None
     run_job: JobHandler
     """RunReportJob.execute, instrumented: what a queue calls with each delivered job id."""
-    initiate: InitiateAsynchronousReportJob
-    get_status: GetJobStatus
-    get_result: GetJobResult
-    create_report: CreateReport
-    update_report: UpdateReport
-    delete_report: DeleteReport
-    get_report: GetReport
-    list_reports: ListReports
-    get_job_limit: GetJobLimit
-    set_job_limit: SetJobLimit
-    cancel: CancelJob
+    use_cases: UseCases
+    """What the API serves."""
     reconcile: ReconcileJobs
     run_reconcile: Reconcile
     """ReconcileJobs.execute, counted: what the periodic reconciler calls."""
@@ -180,19 +172,21 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         queue=queue,
         redis=redis,
         run_job=metrics.instrument(run.execute),
-        initiate=InitiateAsynchronousReportJob(
-            uow, admission, queue, clock, default_limit=settings.max_active_jobs_per_user
+        use_cases=UseCases(
+            initiate=InitiateAsynchronousReportJob(
+                uow, admission, queue, clock, default_limit=settings.max_active_jobs_per_user
+            ),
+            get_status=GetJobStatus(reader),
+            get_result=GetJobResult(reader, artifacts, clock),
+            cancel=CancelJob(uow, queue, clock),
+            create_report=CreateReport(uow, clock),
+            update_report=UpdateReport(uow, clock),
+            delete_report=DeleteReport(uow),
+            get_report=GetReport(uow),
+            list_reports=ListReports(uow),
+            get_job_limit=GetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
+            set_job_limit=SetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
         ),
-        get_status=GetJobStatus(reader),
-        get_result=GetJobResult(reader, artifacts, clock),
-        cancel=CancelJob(uow, queue, clock),
-        create_report=CreateReport(uow, clock),
-        update_report=UpdateReport(uow, clock),
-        delete_report=DeleteReport(uow),
-        get_report=GetReport(uow),
-        list_reports=ListReports(uow),
-        get_job_limit=GetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
-        set_job_limit=SetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
         reconcile=reconcile,
         run_reconcile=metrics.instrument_reconcile(reconcile.execute),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),

@@ -65,17 +65,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
 
     return build_app(
         ApiDependencies(
-            initiate=container.initiate,
-            get_status=container.get_status,
-            get_result=container.get_result,
-            cancel=container.cancel,
-            create_report=container.create_report,
-            update_report=container.update_report,
-            delete_report=container.delete_report,
-            get_report=container.get_report,
-            list_reports=container.list_reports,
-            get_job_limit=container.get_job_limit,
-            set_job_limit=container.set_job_limit,
+            use_cases=container.use_cases,
             auth=jwt_settings(settings),
             readiness=container.readiness,
             registry=registry,

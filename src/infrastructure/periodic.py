@@ -12,7 +12,7 @@ from application.errors import QueueUnavailable, StorageUnavailable
 log = logging.getLogger(__name__)
 
 PeriodicWork = Callable[[], Awaitable[object]]
-"""A zero-argument coroutine function, such as `RecoverUnfinishedJobs.execute`; what it returns is logged."""
+"""A zero-argument coroutine function, such as `ReconcileJobs.execute`; what it returns is logged."""
 
 _TRANSIENT = (StorageUnavailable, QueueUnavailable)
 

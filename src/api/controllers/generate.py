@@ -14,22 +14,13 @@ from litestar.params import JSONBody
 from api.auth import AuthenticatedRequest
 from api.controllers.jobs import RETRY_AFTER, job_urls
 from api.errors import problem_responses
-from api.metrics import ApiMetrics
 from api.middleware import request_id_of
 from api.schemas import GenerateIn, IdempotencyKey, JobAccepted, JsonBody, ReportId
+from api.services import ApiServices
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from domain.jobs import JobStatus
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-@dataclass(frozen=True, slots=True)
-class GenerateServices:
-    """What generate uses, injected as one dependency (see JobServices)."""
-
-    initiate: InitiateAsynchronousReportJob
-    metrics: ApiMetrics
-    poll_after_seconds: int
 
 
 @dataclass
@@ -65,7 +56,7 @@ class _OptionalBodyOperation(Operation):
 async def generate_report(
     request: AuthenticatedRequest,
     report_id: ReportId,
-    generate_services: NamedDependency[GenerateServices],
+    services: NamedDependency[ApiServices],
     data: JSONBody[GenerateIn | None] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[JobAccepted]:
@@ -78,12 +69,12 @@ async def generate_report(
         request_id=request_id_of(request.scope),
         idempotency_key=idempotency_key,
     )
-    initiated = await generate_services.initiate.execute(command)
+    initiated = await services.use_cases.initiate.execute(command)
     urls = job_urls(request, initiated.job_id)
-    headers = {"Location": urls["status_url"], "Retry-After": str(generate_services.poll_after_seconds)}
+    headers = {"Location": urls["status_url"], "Retry-After": str(services.poll_after_seconds)}
     if initiated.replayed:
         headers[REPLAYED_HEADER] = "true"
     else:
-        generate_services.metrics.jobs_submitted.inc()
+        services.metrics.jobs_submitted.inc()
     accepted = JobAccepted(job_id=initiated.job_id, status=JobStatus.QUEUED, **urls)
     return Response(accepted, status_code=202, headers=headers)

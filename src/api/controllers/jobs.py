@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from inspect import getdoc
 from typing import Annotated, Any
@@ -18,7 +17,7 @@ from litestar.response import Stream
 from api.auth import AuthenticatedRequest
 from api.errors import problem_responses
 from api.schemas import JobErrorOut, JobId, JobStatusOut, utc
-from application.cancel_job import CancelJob
+from api.services import ApiServices
 from application.job_queries import GetJobResult, GetJobStatus, JobQuery
 from domain.formats import OUTPUT_FORMATS
 from domain.jobs import JobExecutionLog
@@ -32,17 +31,6 @@ RETRY_AFTER = ResponseHeader(
     documentation_only=True,
     description="Seconds to wait before polling the job status (while it is not terminal).",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class JobServices:
-    """What the job routes use, injected as one dependency: Litestar resolves several dependencies of a handler in a
-    task group of their own on every request, which cost 10-15 % of a status request's CPU at 64 connections."""
-
-    get_status: GetJobStatus
-    cancel: CancelJob
-    get_result: GetJobResult
-    poll_after_seconds: int
 
 
 def job_status_out(job: JobExecutionLog, *, status_url: str, result_url: str) -> JobStatusOut:
@@ -116,10 +104,10 @@ class JobsController(Controller):
         self,
         request: AuthenticatedRequest,
         job_id: JobId,
-        job_services: NamedDependency[JobServices],
+        services: NamedDependency[ApiServices],
     ) -> Response[JobStatusOut]:
-        job = await job_services.get_status.execute(_job_query(request, job_id))
-        return _status_response(request, job, job_services.poll_after_seconds)
+        job = await services.use_cases.get_status.execute(_job_query(request, job_id))
+        return _status_response(request, job, services.poll_after_seconds)
 
     @post(
         "/{jobId:str}/cancel",
@@ -135,10 +123,10 @@ class JobsController(Controller):
         self,
         request: AuthenticatedRequest,
         job_id: JobId,
-        job_services: NamedDependency[JobServices],
+        services: NamedDependency[ApiServices],
     ) -> Response[JobStatusOut]:
-        job = await job_services.cancel.execute(_job_query(request, job_id))
-        return _status_response(request, job, job_services.poll_after_seconds, status_code=202)
+        job = await services.use_cases.cancel.execute(_job_query(request, job_id))
+        return _status_response(request, job, services.poll_after_seconds, status_code=202)
 
     @get(
         "/{jobId:str}" + RESULT_SUFFIX,
@@ -162,10 +150,10 @@ class JobsController(Controller):
         self,
         request: AuthenticatedRequest,
         job_id: JobId,
-        job_services: NamedDependency[JobServices],
+        services: NamedDependency[ApiServices],
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
     ) -> Response[Any]:
-        result = await job_services.get_result.execute(_job_query(request, job_id))
+        result = await services.use_cases.get_result.execute(_job_query(request, job_id))
         headers = {"ETag": f'"{result.artifact.sha256}"', "Cache-Control": "private"}
         if _etag_matches(if_none_match, headers["ETag"]):
             return Response(None, status_code=304, headers=headers)

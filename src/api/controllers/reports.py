@@ -13,7 +13,8 @@ from msgspec import UNSET
 from api.auth import AuthenticatedRequest, admin_only
 from api.errors import problem_responses
 from api.schemas import JsonBody, ParameterOut, ReportId, ReportIn, ReportOut, utc
-from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
+from api.services import ApiServices
+from application.manage_reports import CreateReport, DeleteReport, UpdateReport
 from domain.reports import ReportConfiguration
 
 REPORT_ROUTE = "report"
@@ -55,28 +56,28 @@ class ReportsController(Controller):
         responses=problem_responses(400, 401, 403, 413, 422, 503),
     )
     async def create(
-        self, request: AuthenticatedRequest, data: JSONBody[ReportIn], create_report: NamedDependency[CreateReport]
+        self, request: AuthenticatedRequest, data: JSONBody[ReportIn], services: NamedDependency[ApiServices]
     ) -> Response[ReportOut]:
-        report = await create_report.execute(data.to_definition())
+        report = await services.use_cases.create_report.execute(data.to_definition())
         location = request.url_for(REPORT_ROUTE, reportId=str(report.id))
         return Response(report_out(report, show_query=True), status_code=201, headers={"Location": location})
 
     @get(summary="List reports", responses=problem_responses(401, 503))
-    async def list_all(
-        self, request: AuthenticatedRequest, list_reports: NamedDependency[ListReports]
-    ) -> list[ReportOut]:
+    async def list_all(self, request: AuthenticatedRequest, services: NamedDependency[ApiServices]) -> list[ReportOut]:
         """Every live report, by name. `query` is included for admins only."""
-        return [report_out(r, show_query=request.user.is_admin) for r in await list_reports.execute()]
+        return [
+            report_out(r, show_query=request.user.is_admin) for r in await services.use_cases.list_reports.execute()
+        ]
 
     @get("/{reportId:str}", name=REPORT_ROUTE, summary="Read a report", responses=problem_responses(400, 401, 404, 503))
     async def read(
         self,
         request: AuthenticatedRequest,
         report_id: ReportId,
-        get_report: NamedDependency[GetReport],
+        services: NamedDependency[ApiServices],
     ) -> ReportOut:
         """One live report. `query` is included for admins only."""
-        return report_out(await get_report.execute(report_id), show_query=request.user.is_admin)
+        return report_out(await services.use_cases.get_report.execute(report_id), show_query=request.user.is_admin)
 
     @put(
         "/{reportId:str}",
@@ -91,9 +92,11 @@ class ReportsController(Controller):
         self,
         report_id: ReportId,
         data: JSONBody[ReportIn],
-        update_report: NamedDependency[UpdateReport],
+        services: NamedDependency[ApiServices],
     ) -> ReportOut:
-        return report_out(await update_report.execute(report_id, data.to_definition()), show_query=True)
+        return report_out(
+            await services.use_cases.update_report.execute(report_id, data.to_definition()), show_query=True
+        )
 
     @delete(
         "/{reportId:str}",
@@ -102,5 +105,5 @@ class ReportsController(Controller):
         description=getdoc(DeleteReport),
         responses=problem_responses(400, 401, 403, 404, 503),
     )
-    async def remove(self, report_id: ReportId, delete_report: NamedDependency[DeleteReport]) -> None:
-        await delete_report.execute(report_id)
+    async def remove(self, report_id: ReportId, services: NamedDependency[ApiServices]) -> None:
+        await services.use_cases.delete_report.execute(report_id)

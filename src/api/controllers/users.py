@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from api.auth import admin_only
 from api.errors import problem_responses
 from api.schemas import JobLimitIn, JobLimitOut, JsonBody, UserId
+from api.services import ApiServices
 from application.job_limits import GetJobLimit, JobLimit, SetJobLimit
 
 
@@ -34,8 +35,8 @@ class UsersController(Controller):
         description=getdoc(GetJobLimit),
         responses=problem_responses(400, 401, 403, 503),
     )
-    async def read(self, user_id: UserId, get_job_limit: NamedDependency[GetJobLimit]) -> JobLimitOut:
-        return job_limit_out(await get_job_limit.execute(user_id))
+    async def read(self, user_id: UserId, services: NamedDependency[ApiServices]) -> JobLimitOut:
+        return job_limit_out(await services.use_cases.get_job_limit.execute(user_id))
 
     @put(
         dto=JsonBody[JobLimitIn],
@@ -45,6 +46,6 @@ class UsersController(Controller):
         responses=problem_responses(400, 401, 403, 413, 422, 503),
     )
     async def replace(
-        self, user_id: UserId, data: JSONBody[JobLimitIn], set_job_limit: NamedDependency[SetJobLimit]
+        self, user_id: UserId, data: JSONBody[JobLimitIn], services: NamedDependency[ApiServices]
     ) -> JobLimitOut:
-        return job_limit_out(await set_job_limit.execute(user_id, data.max_active_jobs))
+        return job_limit_out(await services.use_cases.set_job_limit.execute(user_id, data.max_active_jobs))

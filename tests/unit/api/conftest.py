@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
+from api.services import UseCases
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
@@ -108,17 +109,19 @@ DEFAULT_JOB_LIMIT = 10
 def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDependencies:
     uow, reader = backend.uow, FakeJobReader(backend.db)
     deps = ApiDependencies(
-        initiate=InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), backend.queue, backend.clock),
-        get_status=GetJobStatus(reader),
-        get_result=GetJobResult(reader, backend.artifacts, backend.clock),
-        cancel=CancelJob(uow, backend.queue, backend.clock),
-        create_report=CreateReport(uow, backend.clock),
-        update_report=UpdateReport(uow, backend.clock),
-        delete_report=DeleteReport(uow),
-        get_report=GetReport(uow),
-        list_reports=ListReports(uow),
-        get_job_limit=GetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
-        set_job_limit=SetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
+        use_cases=UseCases(
+            initiate=InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), backend.queue, backend.clock),
+            get_status=GetJobStatus(reader),
+            get_result=GetJobResult(reader, backend.artifacts, backend.clock),
+            cancel=CancelJob(uow, backend.queue, backend.clock),
+            create_report=CreateReport(uow, backend.clock),
+            update_report=UpdateReport(uow, backend.clock),
+            delete_report=DeleteReport(uow),
+            get_report=GetReport(uow),
+            list_reports=ListReports(uow),
+            get_job_limit=GetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
+            set_job_limit=SetJobLimit(uow, default_limit=DEFAULT_JOB_LIMIT),
+        ),
         auth=auth,
         readiness=backend.readiness,
         registry=backend.registry,
@@ -126,7 +129,8 @@ def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDe
         poll_after_seconds=POLL_AFTER_SECONDS,
         max_body_bytes=64 * 1024,
     )
-    return replace(deps, **overrides)
+    use_case_overrides = {name: overrides.pop(name) for name in list(overrides) if hasattr(deps.use_cases, name)}
+    return replace(deps, use_cases=replace(deps.use_cases, **use_case_overrides), **overrides)
 
 
 @pytest.fixture
