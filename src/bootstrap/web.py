@@ -91,10 +91,9 @@ async def _run(container: Container) -> AsyncIterator[None]:
             "job_gauges": (container.job_gauges().sample, settings.reconcile_interval_seconds),
         }
         periodic = [asyncio.create_task(run_periodically(fn, s, name=name)) for name, (fn, s) in every.items()]
-    # What start-up loaded lives as long as the app: keep it out of the collector's full passes. Under load those
-    # passes grow with the requests in flight (64 connections: status cost 0.57-0.59 ms of CPU a request without
-    # this, 0.41-0.42 ms with it, in `make bench`). Unfrozen at shutdown, so that a process that builds several
-    # apps (the tests) can still collect the ones it is done with.
+    # What start-up loaded lives as long as the app: keep it out of the collector's full passes, which under load
+    # grow with the requests in flight (bench/README.md has the figures). Unfrozen at shutdown, so that a process
+    # that builds several apps (the tests) can still collect the ones it is done with.
     gc.freeze()
     try:
         yield
