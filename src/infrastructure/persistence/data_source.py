@@ -203,13 +203,13 @@ _END_REPORT_SESSION = (
 )
 # Prepared statements are the one thing that cannot be dropped selectively: one the report made (SQL PREPARE) gets
 # its connection discarded.
-_FOREIGN_PREPARED_STATEMENTS = r"SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE '\_\_asyncpg\_%'"
+FOREIGN_PREPARED_STATEMENTS = r"SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE '\_\_asyncpg\_%'"
 
 
 async def _end_report_session(conn: Any) -> None:
     """Give the connection back to the pool as a new one would be: nothing a report did outlives it."""
     await conn.execute(_END_REPORT_SESSION)
-    if await conn.fetchval(_FOREIGN_PREPARED_STATEMENTS):
+    if await conn.fetchval(FOREIGN_PREPARED_STATEMENTS):
         raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
 
 
