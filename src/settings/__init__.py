@@ -65,7 +65,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     database_pool_size: int = 15
     """Connections each process keeps open to the service's database, and never more: requests beyond it wait for a
-    free one. Opening and closing connections beyond the pool under load cost more than the wait (measured)."""
+    free one: under load, opening and closing connections beyond the pool costs more than the wait."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
