@@ -1,6 +1,6 @@
 """What the HTTP layer calls: the application's use cases, listed once (`UseCases`), and `ApiServices`, the one
-dependency that every handler takes (Litestar resolves several dependencies of a handler in a task group of their
-own on every request, which costs a measurable share of a status request)."""
+dependency that every handler takes. One, because Litestar resolves a single dependency inline but two or more in a
+task group of their own, on every request."""
 
 from __future__ import annotations
 

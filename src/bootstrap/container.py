@@ -64,7 +64,6 @@ class Container:
     """RunReportJob.execute, instrumented: what a queue calls with each delivered job id."""
     use_cases: UseCases
     """What the API serves."""
-    reconcile: ReconcileJobs
     run_reconcile: Reconcile
     """ReconcileJobs.execute, counted: what the periodic reconciler calls."""
     sweep: SweepExpiredArtifacts
@@ -164,7 +163,6 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         reader = PostgresJobReader(engine)
     source = SqlReportDataSource(reporting)
     run = RunReportJob(ledger, source, artifacts, encoders_for(), queue, clock, _policy(settings))
-    reconcile = ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts)
     return Container(
         settings=settings,
         engine=engine,
@@ -187,8 +185,9 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
             get_job_limit=GetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
             set_job_limit=SetJobLimit(uow, default_limit=settings.max_active_jobs_per_user),
         ),
-        reconcile=reconcile,
-        run_reconcile=metrics.instrument_reconcile(reconcile.execute),
+        run_reconcile=metrics.instrument_reconcile(
+            ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts).execute
+        ),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
         registry=registry,
     )

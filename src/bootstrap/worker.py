@@ -69,7 +69,7 @@ def worker_settings(settings: Settings) -> type:
         ctx["job_gauges"] = asyncio.create_task(run_periodically(sample, every, name="job_gauges"))
         ctx["stop_metrics"] = serve_metrics(settings.worker_metrics_port)
         # What start-up loaded lives as long as the process: keep it out of the collector's full passes, which a
-        # big report's rows otherwise trigger over the whole heap (about 60 ms on the first export).
+        # big report's rows otherwise trigger over the whole heap (bench/README.md has the figure).
         gc.freeze()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:

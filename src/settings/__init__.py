@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 T = TypeVar("T", int, float)
 
 PREFIX = "REPORTGEN_"
+SQL_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 DEFAULT_VAR_DIR = Path("var")
 
 
@@ -64,7 +65,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     database_pool_size: int = 15
     """Connections each process keeps open to the service's database, and never more: requests beyond it wait for a
-    free one. Opening and closing connections beyond the pool under load cost more than the wait (measured)."""
+    free one: under load, opening and closing connections beyond the pool costs more than the wait."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
@@ -92,11 +93,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         reader = _Reader(env)
         settings = cls(
-            database_url=reader.url("DATABASE_URL", ("postgresql+asyncpg", "sqlite+aiosqlite"), None) or "",
-            redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix"), None),
-            reporting_database_url=reader.url(
-                "REPORTING_DATABASE_URL", ("postgresql+asyncpg", "sqlite+aiosqlite"), None
-            ),
+            database_url=reader.url("DATABASE_URL", SQL_SCHEMES) or reader.default("DATABASE_URL"),
+            redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
+            reporting_database_url=reader.url("REPORTING_DATABASE_URL", SQL_SCHEMES),
             jwt_secret=reader.secret("JWT_SECRET"),
             jwt_public_key=reader.public_key("JWT_PUBLIC_KEY"),
             jwt_issuer=reader.text("JWT_ISSUER"),
@@ -133,7 +132,8 @@ class Settings:
 
 class _Reader:
     """Reads `REPORTGEN_<NAME>` into the Settings field `<name>`; an unset variable takes the field's default, which
-    is stated once, on the field."""
+    is stated once, on the field. The readers that answer None for "unset" (text, url, secret, public_key, flag)
+    serve fields whose default is None, or are followed by `or reader.default(...)`."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -154,17 +154,18 @@ class _Reader:
     def _bad(self, name: str, why: str) -> None:
         self.problems.append(f"{PREFIX}{name}: {why}")
 
-    def url(self, name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        """None when unset or invalid."""
         value = self.text(name)
         if value is None:
-            return default
+            return None
         try:
             parts = urlsplit(value)
         except ValueError:
             parts = None
         if parts is None or parts.scheme not in schemes:
             self._bad(name, f"not a valid URL; expected one starting with {' or '.join(s + '://' for s in schemes)}")
-            return default
+            return None
         return value
 
     def secret(self, name: str) -> str | None:

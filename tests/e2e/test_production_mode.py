@@ -1,4 +1,5 @@
-"""The seed flow through real processes: `reportgen serve` + `reportgen worker` on PostgreSQL and Redis."""
+"""The main flow (generate, poll, download) and its failure paths through real processes: `reportgen serve` +
+`reportgen worker` on PostgreSQL and Redis."""
 
 from __future__ import annotations
 

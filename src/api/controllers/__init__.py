@@ -1,1 +1,2 @@
-"""Route handlers: reports, jobs (generate, status, result) and operations (health, metrics)."""
+"""Route handlers: reports, jobs (generate, status, cancel, result), users (job limits) and operations (health,
+metrics)."""
