@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from infrastructure.logs import FLUSH_AFTER_SECONDS
 from tests.loopback import free_port
 from tests.services import DATABASE_URL, REDIS_URL, require
 
@@ -35,6 +36,10 @@ class Process:
     log: Path
 
     def output(self) -> str:
+        """What the process wrote so far; from a running one, also what it logged until now (a line below WARNING
+        waits up to FLUSH_AFTER_SECONDS in its log handler before it is written)."""
+        if self.popen.poll() is None:
+            time.sleep(2 * FLUSH_AFTER_SECONDS)
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
