@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+StorageCause = Literal["database", "database_pool"]
+DependencyCause = StorageCause | Literal["queue"]
+"""What was unavailable, in one word of a fixed set: metrics and logs label a 503 with it, so the set stays small."""
+
 
 class ApplicationError(Exception):
     """Base of every application error."""
 
 
 class DependencyUnavailable(ApplicationError):
-    """Something the service depends on cannot serve now; retrying later may succeed. `cause` names it in a word of a
-    small fixed set (metrics label it by that word, so the set stays bounded)."""
+    """Something the service depends on cannot serve now; retrying later may succeed. Raised as one of its
+    subclasses, whose `cause` names what was unavailable."""
 
-    cause: str = "dependency"
-
-    def __init__(self, message: str, *, cause: str | None = None) -> None:
-        super().__init__(message)
-        if cause is not None:
-            self.cause = cause
+    cause: DependencyCause
 
 
 class StorageUnavailable(DependencyUnavailable):
     """The database could not be reached or answered with a transient error; retrying later may succeed.
 
-    `cause` is `database`, or `database_pool` when every pooled connection stayed busy past the pool's timeout."""
+    `cause` is `database`, or `database_pool` when every pooled connection stayed busy past the pool's timeout
+    (the database itself may be fine: every connection this process may open was in use)."""
 
-    cause = "database"
+    def __init__(self, message: str, *, cause: StorageCause = "database") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class QueueUnavailable(DependencyUnavailable):
     """The job queue could not take the job; retrying later may succeed."""
 
-    cause = "queue"
+    cause: DependencyCause = "queue"
 
 
 class ArtifactMissing(ApplicationError):

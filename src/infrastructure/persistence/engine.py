@@ -112,12 +112,17 @@ def storage_errors() -> Iterator[None]:
         yield
     except Exception as exc:
         if is_unavailable(exc):
-            if isinstance(exc, sa_exc.TimeoutError):  # QueuePool: no connection came free within pool_timeout
-                raise StorageUnavailable(
-                    "every database connection of the pool is busy", cause="database_pool"
-                ) from exc
-            raise StorageUnavailable(f"the database is unavailable ({describe(exc)})") from exc
+            raise unavailable(exc) from exc
         raise
+
+
+def unavailable(error: BaseException, database: str = "the database") -> StorageUnavailable:
+    """The StorageUnavailable for an error that `is_unavailable`: of the pool (`database_pool`) when no pooled
+    connection came free within the pool's timeout, else of the database, named by `describe`."""
+    if isinstance(error, sa_exc.TimeoutError):  # raised by SQLAlchemy's pool only, never by a query
+        message = f"every pooled connection to {database} stayed busy past the pool's timeout"
+        return StorageUnavailable(message, cause="database_pool")
+    return StorageUnavailable(f"{database} is unavailable ({describe(error)})")
 
 
 async def close_quietly(conn: AsyncConnection) -> None:

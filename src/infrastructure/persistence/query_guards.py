@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
-from infrastructure.persistence.engine import describe, is_unavailable
+from application.errors import ReportQueryFailed, ReportTimedOut
+from infrastructure.persistence.engine import is_unavailable, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def query_errors() -> Iterator[None]:
 
 def _translate(exc: Exception) -> Exception | None:
     if is_unavailable(exc):
-        return StorageUnavailable(f"the reporting database is unavailable ({describe(exc)})")
+        return unavailable(exc, "the reporting database")
     code = _code(exc)
     if code is None and not isinstance(exc, sa_exc.StatementError | sa_exc.ArgumentError):
         return None
