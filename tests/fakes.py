@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
-from application.errors import ArtifactMissing, QueueUnavailable, StorageUnavailable
+from application.errors import ArtifactMissing, QueueUnavailable, StorageCause, StorageUnavailable
 from application.ports import (
     ArtifactSink,
     ArtifactStore,
@@ -48,11 +48,13 @@ class FakeDatabase:
     """Per-user limits an admin set (0: no limit)."""
     log: list[str] = field(default_factory=list)
     unavailable: bool = False
+    unavailable_cause: StorageCause = "database"
+    """What an unavailable database fails with: itself, or a pool with every connection busy (`database_pool`)."""
     fail_commit: bool = False
 
     def check(self) -> None:
         if self.unavailable:
-            raise StorageUnavailable("the fake database is down")
+            raise StorageUnavailable("the fake database is down", cause=self.unavailable_cause)
 
 
 class FakeReportRepository(ReportRepository):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from api.controllers.jobs import JobsController
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
-from api.errors import UnavailableAnswers, problem_handler
+from api.errors import problem_handler
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, AccessLog, RequestContextMiddleware, structlog_access_log
 from api.services import ApiServices, UseCases
+from api.unavailable import Monotonic, UnavailableAnswers
 
 BEARER_SCHEME = "BearerToken"
 LifespanFactory = Callable[[], AbstractAsyncContextManager[None]]
@@ -47,6 +49,8 @@ class ApiDependencies:
     debug: bool = False
     access_log: AccessLog = structlog_access_log
     """Writes the line of each request (bootstrap passes a direct JSON writer in production)."""
+    monotonic: Monotonic = time.monotonic
+    """Paces the warnings about 503 answers (api.unavailable); tests pass a clock they move."""
 
 
 def build_app(deps: ApiDependencies) -> Litestar:
@@ -60,7 +64,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
     app = Litestar(
         route_handlers=[api, OperationsController],
         dependencies=_dependencies(deps, metrics),
-        exception_handlers={Exception: problem_handler(UnavailableAnswers(metrics.unavailable))},
+        exception_handlers={Exception: problem_handler(UnavailableAnswers(metrics.unavailable, clock=deps.monotonic))},
         openapi_config=_openapi_config(),
         response_headers=[
             ResponseHeader(

@@ -13,9 +13,7 @@ generic 500: no stack trace, driver message or SQL ever reaches the client.
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,10 +24,10 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from prometheus_client import Counter
 
 from api.middleware import request_id_of
 from api.schemas import IDEMPOTENCY_KEY_HEADER, FieldErrorOut, Problem
+from api.unavailable import ServiceNotReady, UnavailableAnswers
 from application.errors import ArtifactMissing, QueueUnavailable, StorageUnavailable
 from domain.errors import (
     ConcurrentUpdate,
@@ -55,19 +53,6 @@ _RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERV
 
 log = structlog.get_logger(__name__)
 _CAMEL = re.compile(r"_([a-z])")
-Clock = Callable[[], float]
-_unavailable_log = logging.getLogger("api.unavailable")
-
-
-class ServiceNotReady(Exception):
-    """A readiness check failed; `checks` holds every check's result by name."""
-
-    cause = "not_ready"
-
-    def __init__(self, checks: dict[str, bool]) -> None:
-        failing = ", ".join(name for name, ok in checks.items() if not ok) or "the readiness check itself"
-        super().__init__(f"Not answering: {failing}.")
-        self.checks = checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,49 +111,6 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
     ),
     ServiceNotReady: ProblemKind(503, "not-ready", "Service not ready"),
 }
-
-
-UNAVAILABLE_LOG_EVERY_SECONDS = 5.0
-"""A cause of 503 answers is logged at most once in this long (an outage must not flood the log)."""
-
-
-class UnavailableAnswers:
-    """Says why the service answers 503: each one is counted by cause, and each cause is logged at WARNING with the
-    request id and the reason, at most once every `every` seconds, with how many of that cause went unlogged since.
-
-    Per process, and on the event loop only (no lock): a 503 costs a dictionary look-up and a counter."""
-
-    def __init__(
-        self, counter: Counter, *, every: float = UNAVAILABLE_LOG_EVERY_SECONDS, clock: Clock = time.monotonic
-    ) -> None:
-        self._counter = counter
-        self._every = every
-        self._clock = clock
-        self._last_logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
-
-    def answered(self, request_id: str | None, exc: Exception) -> None:
-        cause = str(getattr(exc, "cause", "unknown"))
-        self._counter.labels(cause).inc()
-        now = self._clock()
-        last = self._last_logged.get(cause)
-        if last is not None and now - last < self._every:
-            self._unlogged[cause] = self._unlogged.get(cause, 0) + 1
-            return
-        self._last_logged[cause] = now
-        fields = {
-            "cause": cause,
-            "reason": str(exc),
-            "error": _error_name(exc.__cause__),
-            "request_id": request_id,
-            "unlogged_since_last": self._unlogged.pop(cause, 0),
-        }
-        _unavailable_log.warning("service unavailable (%s): %s", cause, exc, extra=fields)
-
-
-def _error_name(error: BaseException | None) -> str | None:
-    """The class of the error behind it (`ConnectionRefusedError`): never its message, which may hold SQL."""
-    return None if error is None else type(error).__name__
 
 
 def make_problem(

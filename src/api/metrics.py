@@ -23,7 +23,7 @@ class ApiMetrics:
     in_progress: Gauge
     jobs_submitted: Counter
     unavailable: Counter
-    """503 answers by cause (`database`, `database_pool`, `queue`, `not_ready`)."""
+    """503 answers by cause: one of api.unavailable.UNAVAILABLE_CAUSES."""
     _series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = field(default_factory=dict)
     """The labelled children by (method, route, status): a bounded set, looked up once each."""
 

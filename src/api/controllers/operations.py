@@ -9,8 +9,9 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api.errors import ServiceNotReady, problem_responses
+from api.errors import problem_responses
 from api.schemas import Health
+from api.unavailable import ServiceNotReady
 
 Readiness = Callable[[], Awaitable[Mapping[str, bool]]]
 """Checks the service's dependencies; returns the result of each check by name, e.g. {"database": True}."""

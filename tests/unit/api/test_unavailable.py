@@ -4,104 +4,168 @@ few seconds (with how many went unlogged), so that an outage is visible without 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
+from litestar.exceptions import ServiceUnavailableException
+from litestar.testing import AsyncTestClient
 from prometheus_client import CollectorRegistry, Counter
 
-from api.errors import UnavailableAnswers
-from application.errors import QueueUnavailable, StorageUnavailable
-from tests.unit.api.conftest import Backend, Client
+from api.app import build_app
+from api.auth import JwtSettings
+from api.unavailable import (
+    UNAVAILABLE_CAUSES,
+    UNAVAILABLE_LOGGER,
+    UnavailableAnswers,
+    UnavailableCause,
+    cause_of,
+)
+from application.errors import StorageUnavailable
+from tests.unit.api.conftest import Backend, Client, dependencies
+
+FIELDS = ("cause", "reason", "error", "request_id", "unlogged_since_last")
+CAUSES_OF_FAKES: tuple[UnavailableCause, ...] = ("database", "database_pool", "queue", "not_ready")
 
 
-def unavailable_total(backend: Backend, cause: str) -> float:
-    return backend.registry.get_sample_value("reportgen_http_unavailable_total", {"cause": cause}) or 0.0
+class Monotonic:
+    """A monotonic clock that a test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "api.unavailable" and r.levelno == logging.WARNING]
+@pytest.fixture
+def monotonic() -> Monotonic:
+    return Monotonic()
 
 
-async def test_a_503_of_the_database_is_counted_and_logged_with_its_request_id(
-    client: Client, backend: Backend, alice: dict[str, str], caplog: pytest.LogCaptureFixture
+@pytest.fixture
+async def client(backend: Backend, jwt_settings: JwtSettings, monotonic: Monotonic) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=build_app(dependencies(backend, jwt_settings, monotonic=monotonic))) as client:
+        yield client
+
+
+@pytest.fixture
+def warnings(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Captures the WARNING lines about 503 answers, whatever level an earlier test left on the root logger."""
+    caplog.set_level(logging.WARNING, logger=UNAVAILABLE_LOGGER)
+    return caplog
+
+
+def lines(warnings: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The fields of each line about 503 answers logged so far."""
+    return [{k: r.__dict__[k] for k in FIELDS} for r in warnings.records if r.name == UNAVAILABLE_LOGGER]
+
+
+def unavailable_total(backend: Backend, cause: str) -> float | None:
+    return backend.registry.get_sample_value("reportgen_http_unavailable_total", {"cause": cause})
+
+
+def fail_for(backend: Backend, cause: UnavailableCause) -> None:
+    """Make the fakes fail as that cause would."""
+    if cause == "database" or cause == "database_pool":
+        backend.db.unavailable, backend.db.unavailable_cause = True, cause
+    else:
+        backend.queue.fail = True  # generate cannot hand over its job; readiness reports the queue down
+
+
+async def request_for(
+    client: Client, backend: Backend, cause: UnavailableCause, headers: dict[str, str]
+) -> httpx.Response:
+    """A request that a failure of `cause` answers with 503."""
+    if cause == "queue":
+        report = backend.add_report()
+        url = f"/api/v1/reports/{report.id}/generate"
+        return await client.post(url, json={"parameters": {"region": "EU"}}, headers=headers)
+    if cause == "not_ready":
+        return await client.get("/health/ready", headers=headers)
+    return await client.get("/api/v1/reports", headers=headers)
+
+
+@pytest.mark.parametrize("cause", CAUSES_OF_FAKES)
+async def test_each_cause_of_a_503_is_logged_once_with_the_request_id_and_counted_every_time(
+    client: Client, backend: Backend, alice: dict[str, str], warnings: pytest.LogCaptureFixture, cause: UnavailableCause
 ) -> None:
-    backend.db.unavailable = True
+    fail_for(backend, cause)
 
-    response = await client.get("/api/v1/reports", headers=alice | {"X-Request-ID": "req-503"})
+    responses = [await request_for(client, backend, cause, alice | {"X-Request-ID": f"req-{n}"}) for n in range(3)]
 
-    assert response.status_code == 503
-    [line] = warnings_of(caplog)
-    assert (line.cause, line.request_id, line.unlogged_since_last) == ("database", "req-503", 0)  # type: ignore[attr-defined]
-    assert line.reason == "the fake database is down"  # type: ignore[attr-defined]
-    assert unavailable_total(backend, "database") == 1
-
-
-async def test_a_burst_of_503s_logs_once_and_counts_every_one(
-    client: Client, backend: Backend, alice: dict[str, str], caplog: pytest.LogCaptureFixture
-) -> None:
-    backend.db.unavailable = True
-
-    statuses = [(await client.get("/api/v1/reports", headers=alice)).status_code for _ in range(5)]
-
-    assert statuses == [503] * 5
-    assert len(warnings_of(caplog)) == 1
-    assert unavailable_total(backend, "database") == 5
+    assert [r.status_code for r in responses] == [503] * 3
+    [line] = lines(warnings)
+    assert (line["cause"], line["request_id"], line["unlogged_since_last"]) == (cause, "req-0", 0)
+    assert {c: unavailable_total(backend, c) for c in UNAVAILABLE_CAUSES} == {
+        c: 3.0 if c == cause else 0.0 for c in UNAVAILABLE_CAUSES
+    }
 
 
-async def test_the_queue_and_readiness_are_causes_of_their_own(
-    client: Client, backend: Backend, caplog: pytest.LogCaptureFixture
+async def test_the_line_gives_the_reason_of_the_503(
+    client: Client, backend: Backend, alice: dict[str, str], warnings: pytest.LogCaptureFixture
 ) -> None:
     backend.queue.fail = True
 
-    ready = await client.get("/health/ready")
+    await request_for(client, backend, "queue", alice)
+    await request_for(client, backend, "not_ready", alice)
 
-    assert ready.status_code == 503
-    assert [line.cause for line in warnings_of(caplog)] == ["not_ready"]  # type: ignore[attr-defined]
-    assert unavailable_total(backend, "not_ready") == 1
+    assert [(line["cause"], line["reason"]) for line in lines(warnings)] == [
+        ("queue", "the fake queue is down"),
+        ("not_ready", "Not answering: queue."),
+    ]
 
 
-def test_each_cause_is_logged_again_after_the_interval_with_the_count_it_held_back(
-    caplog: pytest.LogCaptureFixture,
+async def test_a_burst_logs_once_and_the_first_line_after_the_interval_says_how_many_went_unlogged(
+    client: Client, backend: Backend, alice: dict[str, str], warnings: pytest.LogCaptureFixture, monotonic: Monotonic
 ) -> None:
-    now = [100.0]
-    answers = UnavailableAnswers(
-        Counter("u", "u", ["cause"], registry=CollectorRegistry()), every=5, clock=lambda: now[0]
-    )
-    pool = StorageUnavailable("every database connection of the pool is busy", cause="database_pool")
+    backend.db.unavailable = True
 
-    for at in (100.0, 101.0, 102.0, 104.9):
-        now[0] = at
-        answers.answered("r1", pool)
-    answers.answered("r2", QueueUnavailable("Redis did not take job x: ConnectionError"))  # another cause: logged
-    now[0] = 105.0
-    answers.answered("r3", pool)
+    for n, at in enumerate((100.0, 101.0, 102.0, 104.9, 105.0)):
+        monotonic.now = at
+        response = await client.get("/api/v1/reports", headers=alice | {"X-Request-ID": f"req-{n}"})
+        assert response.status_code == 503
 
-    lines = [(r.cause, r.request_id, r.unlogged_since_last) for r in warnings_of(caplog)]  # type: ignore[attr-defined]
-    assert lines == [("database_pool", "r1", 0), ("queue", "r2", 0), ("database_pool", "r3", 3)]
+    assert [(line["request_id"], line["unlogged_since_last"]) for line in lines(warnings)] == [
+        ("req-0", 0),
+        ("req-4", 3),
+    ]
+    assert unavailable_total(backend, "database") == 5
 
 
-def test_the_log_names_the_error_class_behind_a_503_but_never_its_message() -> None:
-    try:
-        try:
-            raise ConnectionRefusedError("SELECT secret FROM t")
-        except ConnectionRefusedError as driver_error:
-            raise StorageUnavailable("the database is unavailable (ConnectionRefusedError)") from driver_error
-    except StorageUnavailable as exc:
-        error = exc
+async def test_one_cause_logged_does_not_hold_back_another(
+    client: Client, backend: Backend, alice: dict[str, str], warnings: pytest.LogCaptureFixture
+) -> None:
+    backend.db.unavailable = True
 
-    records: list[logging.LogRecord] = []
+    await client.get("/api/v1/reports", headers=alice)
+    await client.get("/health/ready")  # the same instant, another cause
+    await client.get("/api/v1/reports", headers=alice)
 
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
+    assert [line["cause"] for line in lines(warnings)] == ["database", "not_ready"]
 
-    handler = Keep()
-    logger = logging.getLogger("api.unavailable")
-    logger.addHandler(handler)
-    try:
-        UnavailableAnswers(Counter("v", "v", ["cause"], registry=CollectorRegistry())).answered("r", error)
-    finally:
-        logger.removeHandler(handler)
 
-    [record] = records
-    assert record.error == "ConnectionRefusedError"  # type: ignore[attr-defined]
-    assert "SELECT" not in record.getMessage() + str(record.__dict__)
+async def test_every_cause_is_exported_at_zero_before_its_first_503(client: Client) -> None:
+    metrics = (await client.get("/metrics")).text
+
+    for cause in UNAVAILABLE_CAUSES:
+        assert f'reportgen_http_unavailable_total{{cause="{cause}"}} 0.0' in metrics
+
+
+def test_the_line_names_the_class_of_the_error_behind_a_503_but_never_its_message(
+    warnings: pytest.LogCaptureFixture,
+) -> None:
+    answers = UnavailableAnswers(Counter("u", "u", ["cause"], registry=CollectorRegistry()))
+    error = StorageUnavailable("the database is unavailable (ConnectionRefusedError)")
+    error.__cause__ = ConnectionRefusedError("SELECT secret FROM t")
+
+    answers.answered("req-1", error)
+
+    [line] = lines(warnings)
+    assert line["error"] == "ConnectionRefusedError"
+    assert "SELECT" not in warnings.text + repr(line)
+
+
+def test_a_503_of_no_known_cause_is_counted_as_other() -> None:
+    assert cause_of(ServiceUnavailableException()) == "other"
