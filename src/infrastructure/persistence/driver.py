@@ -106,9 +106,3 @@ class DriverStatement:
         """The first column of the first row, or None."""
         args = self.arguments(values)
         return await run_on_driver(engine, lambda conn: conn.fetchval(self.sql, *args))
-
-    async def execute(self, engine: AsyncEngine, values: Mapping[str, object]) -> str:
-        """The command's status tag (`UPDATE 1`)."""
-        args = self.arguments(values)
-        status: str = await run_on_driver(engine, lambda conn: conn.execute(self.sql, *args))
-        return status
