@@ -99,12 +99,25 @@ def _flush_live_handlers() -> None:
 
 
 @cache
-def _flush_before_fork_and_at_exit() -> None:
-    """Once per process: before a fork (granian's workers), so that no line waits in both processes and is written
-    twice; and when a process ends, by `multiprocessing`'s exit function, which runs in the main process (atexit)
-    and in its children, where atexit handlers do not."""
+def _flush_before_fork() -> None:
+    """Once (children inherit it): before a fork (granian's workers), so that no line waits in both processes and is
+    written twice."""
     os.register_at_fork(before=_flush_live_handlers)
-    multiprocessing.util.Finalize(None, _flush_live_handlers, exitpriority=0)
+
+
+_flushes_at_exit_in: int | None = None
+"""The process whose exit writes the waiting lines: set again in each child, since `multiprocessing` empties the
+registry of exit functions that a child inherits."""
+
+
+def _flush_before_fork_and_at_exit() -> None:
+    """When a process ends, `multiprocessing`'s exit function writes the waiting lines; it runs in the main process
+    (atexit) and in its children, where atexit handlers do not."""
+    global _flushes_at_exit_in
+    _flush_before_fork()
+    if _flushes_at_exit_in != os.getpid():
+        _flushes_at_exit_in = os.getpid()
+        multiprocessing.util.Finalize(None, _flush_live_handlers, exitpriority=0)
 
 
 class LineHandler(logging.StreamHandler[TextIO]):

@@ -4,9 +4,11 @@ import asyncio
 import io
 import json
 import logging
+import multiprocessing
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +189,26 @@ async def test_a_flush_pending_on_an_ended_loop_does_not_hold_back_later_lines(
     await asyncio.sleep(FLUSH_AFTER_SECONDS * 3)
 
     assert stream.flushes == flushes + 1
+
+
+def _log_on_a_loop_and_exit(path: str) -> None:
+    handler = configure_logging(fmt="json", level="INFO")
+    handler.setStream(open(path, "w"))  # noqa: SIM115 - written by the handler until the process ends
+
+    async def log_once() -> None:
+        logging.getLogger("reportgen.test").info("the last line")
+
+    asyncio.run(log_once())  # the process ends before the flush on that loop is due
+
+
+def test_a_child_process_writes_its_waiting_lines_when_it_ends(
+    json_logs: tuple[LineHandler, CountingStream], tmp_path: Path
+) -> None:
+    """As granian's workers are: forked by `multiprocessing` from a parent that configured logging first."""
+    path = tmp_path / "child.log"
+    child = multiprocessing.get_context("fork").Process(target=_log_on_a_loop_and_exit, args=(str(path),))
+    child.start()
+    child.join(timeout=30)
+
+    assert child.exitcode == 0
+    assert [line["event"] for line in lines_of(io.StringIO(path.read_text()))] == ["the last line"]
