@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from api.auth import issue_token
-from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, with_dev_secret
+from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, uses_dev_secret, with_dev_secret
 from bootstrap.formats import OutputFormatMismatch, encoders_for
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, use_multiprocess_metrics
 from bootstrap.web import jwt_settings, log_format, secrets_of
@@ -57,13 +57,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    dev_secret = uses_dev_secret(settings)
     settings = with_dev_secret(settings)  # a no-op outside the embedded mode
     configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
     workers = args.workers
     if settings.embedded:
         _migrate(settings, args)
         asyncio.run(_seed_demo(settings))
-        token = issue_token(jwt_settings(settings), DEV_USER, ["admin"], DEV_TOKEN_TTL_SECONDS)
+        # A token is minted only with the secret generated for development: an operator's own key signs no
+        # long-lived admin token that would land in a terminal's scrollback or a log.
+        token = issue_token(jwt_settings(settings), DEV_USER, ["admin"], DEV_TOKEN_TTL_SECONDS) if dev_secret else None
         print(banner(settings, f"http://{_display_host(args.host)}:{args.port}", token, _demo_report()), flush=True)  # noqa: T201
         workers = 1  # one process holds the in-process worker and the SQLite file
     with _metrics_across(workers):

@@ -14,9 +14,14 @@ DEV_USER = "dev"
 DEV_TOKEN_TTL_SECONDS = 86_400
 
 
+def uses_dev_secret(settings: Settings) -> bool:
+    """Whether tokens are signed with the development secret under var/: embedded mode with no key configured."""
+    return settings.embedded and not (settings.jwt_secret or settings.jwt_public_key)
+
+
 def with_dev_secret(settings: Settings) -> Settings:
     """In embedded mode without a configured key, use (and on first start create) a secret kept under var/."""
-    if settings.jwt_secret or settings.jwt_public_key or not settings.embedded:
+    if not uses_dev_secret(settings):
         return settings
     path = settings.dev_secret_file
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,10 +32,24 @@ def with_dev_secret(settings: Settings) -> Settings:
     return replace(settings, jwt_secret=path.read_text().strip())
 
 
-def banner(settings: Settings, base_url: str, token: str, report_id: str) -> str:
-    """What `reportgen serve` prints at start in embedded mode: where it runs, a token, and curl commands."""
+def banner(settings: Settings, base_url: str, token: str | None, report_id: str) -> str:
+    """What `reportgen serve` prints at start in embedded mode: where it runs, a token (None when the operator
+    configured a key: then no token is minted, and the banner says how to get one), and curl commands."""
     auth = '-H "Authorization: Bearer $TOKEN"'
     body = shlex.quote('{"parameters": {"region": "EU"}, "format": "csv"}')
+    if token is None:
+        get_token = [
+            "Try it in another terminal, with a token your configured key signs (with REPORTGEN_JWT_SECRET:",
+            f"reportgen token --sub {DEV_USER} --role admin):",
+            "",
+            "export TOKEN=<your token>",
+        ]
+    else:
+        get_token = [
+            f"Try it in another terminal (a development token: user '{DEV_USER}', role admin, valid 24 h):",
+            "",
+            f"export TOKEN={token}",
+        ]
     return "\n".join(
         [
             "",
@@ -39,9 +58,7 @@ def banner(settings: Settings, base_url: str, token: str, report_id: str) -> str
             f"  artifacts: {settings.artifact_dir.resolve()}",
             f"  API docs: {base_url}/schema    metrics: {base_url}/metrics",
             "",
-            f"Try it in another terminal (a development token: user '{DEV_USER}', role admin, valid 24 h):",
-            "",
-            f"export TOKEN={token}",
+            *get_token,
             f"JOB=$(curl -s -X POST {base_url}/api/v1/reports/{report_id}/generate {auth} \\",
             f"  -H 'Content-Type: application/json' -d {body} \\",
             "  | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"jobId\"])')",

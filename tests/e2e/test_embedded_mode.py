@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment, Process, wait_for_status
+from tests.e2e.conftest import Deployment, Process, _base_env, wait_for_status
+from tests.loopback import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -40,6 +43,23 @@ def test_printed_token_and_curl_flow_produce_the_demo_report(embedded: tuple[Dep
         metrics = client.get("/metrics").text
         assert 'reportgen_job_runs_total{outcome="succeeded"}' in metrics, "the embedded worker's jobs are counted"
         assert "reportgen_jobs_submitted_total" in metrics
+
+
+def test_an_operators_own_secret_mints_no_admin_token_at_start(tmp_path: Path) -> None:
+    port = free_port()
+    env = _base_env(tmp_path) | {"REPORTGEN_JWT_SECRET": secrets.token_urlsafe(40)}
+    deployment = Deployment(f"http://127.0.0.1:{port}", env, tmp_path)
+    process = deployment.start("embedded", "serve", "--port", str(port))
+    try:
+        deployment.wait_ready(timeout=60)
+        banner = process.output()
+        assert "reportgen token --sub" in banner, "the banner says how to get a token"
+        assert "eyJ" not in banner, "no token is printed"
+        assert not (tmp_path / "var" / "dev-jwt-secret").exists()
+        with deployment.client(deployment.token("dev", "admin")) as client:
+            assert client.get("/api/v1/reports").status_code == 200, "the operator's secret signs tokens"
+    finally:
+        deployment.stop_all()
 
 
 def test_email_report_is_refused_and_the_slow_demo_report_reports_progress(
