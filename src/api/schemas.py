@@ -131,8 +131,11 @@ class JobAccepted(WireStruct):
 
 
 class JobErrorOut(WireStruct):
+    """Why a job failed. `detail`, the database's own message, is present for admins only (see `job_status_out`)."""
+
     code: str
     message: str
+    detail: str | UnsetType = UNSET
 
 
 class JobStatusOut(WireStruct):

@@ -42,11 +42,14 @@ class ArtifactMissing(ApplicationError):
 
 
 class ReportQueryFailed(ApplicationError):
-    """The report's query failed for a reason that a retry will not fix; `message` is safe to show clients."""
+    """The report's query failed for a reason that a retry will not fix. `message` is safe to show whoever may see
+    the job: what they can act on, with no data or SQL from the query. `detail`, when there is one, is the
+    database's own message, for admins only."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
 
 
 class ReportTimedOut(ApplicationError):

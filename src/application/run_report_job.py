@@ -161,7 +161,8 @@ class RunReportJob:
                 f"The report query ran longer than {self._policy.timeout_seconds:g} seconds.",
             )
         except ReportQueryFailed as exc:
-            return await self._fail(job, ErrorCode.REPORT_QUERY_FAILED, f"The report query failed: {exc.message}")
+            message = f"The report query failed: {exc.message}"
+            return await self._fail(job, ErrorCode.REPORT_QUERY_FAILED, message, exc.detail)
         except StorageUnavailable:
             return await self._retry_or_fail(job)
         except Exception:
@@ -223,8 +224,8 @@ class RunReportJob:
         await self._artifacts.delete(artifact.key)
         return RunResult(Outcome.SKIPPED, attempt=job.attempts)
 
-    async def _fail(self, job: JobExecutionLog, code: str, message: str) -> RunResult:
-        job.fail(self._clock(), code, message)
+    async def _fail(self, job: JobExecutionLog, code: str, message: str, detail: str | None = None) -> RunResult:
+        job.fail(self._clock(), code, message, detail)
         outcome = Outcome.FAILED if await self._record(job) else Outcome.SKIPPED
         return RunResult(outcome, attempt=job.attempts)
 

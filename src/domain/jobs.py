@@ -47,8 +47,13 @@ class ErrorCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobError:
+    """Why a job failed (or why its last attempt did). `message` is for whoever may see the job: what they can act
+    on, never data or SQL from the report. `detail` is the database's own message, for admins only: it can quote
+    values and names from a query that only admins may read."""
+
     code: str
     message: str
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +199,9 @@ class JobExecutionLog:
         self.expires_at = expires_at
         self.lease_expires_at = None
 
-    def fail(self, now: datetime, code: str, message: str) -> None:
+    def fail(self, now: datetime, code: str, message: str, detail: str | None = None) -> None:
         self._move_to(JobStatus.FAILED)
-        self.error = JobError(code, message)
+        self.error = JobError(code, message, detail)
         self.finished_at = now
         self.lease_expires_at = None
 

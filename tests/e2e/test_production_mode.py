@@ -102,6 +102,7 @@ def test_failing_report_ends_failed_with_a_code_and_has_no_result(
         assert status["status"] == "Failed"
         assert status["error"]["code"] == code
         assert "Traceback" not in status["error"]["message"]
+        assert "detail" not in status["error"], "the database's message is for admins"
         result = alice.get(job["resultUrl"])
         assert result.status_code == 409
         assert result.json()["jobStatus"] == "Failed"

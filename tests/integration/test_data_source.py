@@ -273,7 +273,10 @@ async def test_division_by_zero_half_way_fails_the_query(pg_engine: AsyncEngine)
     with pytest.raises(ReportQueryFailed) as caught:
         await stream(received, pg_engine, query, limit_seconds=10)
 
-    assert caught.value.message == "division by zero"
+    assert caught.value.detail == "division by zero"
+    assert caught.value.message == (
+        "a value could not be processed; check the parameters you sent (SQLSTATE 22012, class 22)"
+    )
     assert received == [100]
 
 
@@ -305,16 +308,20 @@ async def test_the_time_limit_covers_the_whole_stream_not_each_fetch(engine: Asy
     assert 3 <= len(received) < 100
 
 
-async def test_an_unknown_column_fails_without_sql_text(engine: AsyncEngine) -> None:
+async def test_an_unknown_column_fails_with_the_database_message_as_detail_only(engine: AsyncEngine) -> None:
     with pytest.raises(ReportQueryFailed) as caught:
         await run(
             engine, "SELECT no_such_column FROM reports WHERE name = :name", Binding("name", ParameterType.STRING, "x")
         )
 
-    message = caught.value.message
-    assert "no_such_column" in message
-    assert "FROM reports" not in message
-    assert "\n" not in message
+    detail, message = caught.value.detail, caught.value.message
+    assert detail is not None
+    assert "no_such_column" in detail, "the admin's detail is the database's message"
+    assert "no_such_column" not in message, "the owner's message quotes nothing from the query"
+    assert "administrator" in message
+    for text in (detail, message):
+        assert "FROM reports" not in text
+        assert "\n" not in text
 
 
 async def test_an_unreachable_database_is_storage_unavailable() -> None:

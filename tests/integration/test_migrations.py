@@ -108,3 +108,56 @@ async def test_processes_that_migrate_postgresql_together_take_turns(empty_pg_ur
 
     assert (waiting, migrated_while_locked) == ([None, None, None], False)
     assert exit_codes == [0, 0, 0]
+
+
+def run_sql(url: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run statements in one transaction, committed; the rows of the last one."""
+
+    async def run() -> list[tuple[object, ...]]:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = None
+                for statement in statements:
+                    result = await conn.execute(sa.text(statement))
+                return [tuple(row) for row in result] if result is not None and result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return in_thread(asyncio.run, run())
+
+
+_FAILED_JOBS = [
+    ('The report query failed: column "salary" does not exist', 'column "salary" does not exist'),
+    ("The report query failed: the query tried to change data; report queries must be read-only", None),
+    ("The report query failed: A value is required for bind parameter 'region'", None),
+]
+
+
+def test_0005_moves_the_database_message_of_failed_jobs_to_the_admins_detail(empty_database_url: str) -> None:
+    in_thread(migrate, empty_database_url, "0004")
+    report = "00000000-0000-0000-0000-000000000001"
+    rows = ", ".join(
+        f"('00000000-0000-0000-0000-00000000001{i}', '{report}', 'alice', 'r', 'SELECT 1', 'csv', '{{}}', '{{}}',"
+        f" 'Failed', 0, 1, '2026-12-01 00:00:00', 'REPORT_QUERY_FAILED', '{message.replace(chr(39), chr(39) * 2)}', 1)"
+        for i, (message, _) in enumerate(_FAILED_JOBS)
+    )
+    run_sql(
+        empty_database_url,
+        "INSERT INTO reports (id, name, description, query, parameters, formats, delivery_target, async_enabled,"
+        f" created_at, updated_at) VALUES ('{report}', 'r', '', 'SELECT 1', '[]', '[\"csv\"]', 'API_RESPONSE', true,"
+        " '2026-12-01 00:00:00', '2026-12-01 00:00:00')",
+        "INSERT INTO jobs (id, report_id, owner_id, report_name, query, format, parameters, parameter_types, status,"
+        f" progress, attempts, created_at, error_code, error_message, version) VALUES {rows}",
+    )
+
+    in_thread(migrate, empty_database_url, "0005")
+    upgraded = run_sql(empty_database_url, "SELECT error_message, error_detail FROM jobs ORDER BY id")
+    in_thread(downgrade, empty_database_url, "0004")
+    downgraded = run_sql(empty_database_url, "SELECT error_message FROM jobs ORDER BY id")
+
+    advice = "The report query failed: an administrator can see the database's message on this job"
+    assert upgraded == [(advice if detail else message, detail) for message, detail in _FAILED_JOBS], (
+        "the database's message leaves what the owner sees; the messages that were safe stay"
+    )
+    assert downgraded == [(message,) for message, _ in _FAILED_JOBS]

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.response import Stream
+from msgspec import UNSET
 
 from api.auth import AuthenticatedRequest
 from api.errors import problem_responses
@@ -33,8 +34,13 @@ RETRY_AFTER = ResponseHeader(
 )
 
 
-def job_status_out(job: JobExecutionLog, *, status_url: str, result_url: str) -> JobStatusOut:
-    error = None if job.error is None else JobErrorOut(code=job.error.code, message=job.error.message)
+def job_status_out(job: JobExecutionLog, *, show_detail: bool, status_url: str, result_url: str) -> JobStatusOut:
+    """The status body. An error's `detail` is the database's message, which can quote values and names from a
+    query that only admins may read: it is shown to admins only (`show_detail`)."""
+    error = None
+    if job.error is not None:
+        detail = job.error.detail if show_detail and job.error.detail is not None else UNSET
+        error = JobErrorOut(code=job.error.code, message=job.error.message, detail=detail)
     return JobStatusOut(
         job_id=job.id,
         report_id=job.report_id,
@@ -74,7 +80,8 @@ def _status_response(
 ) -> Response[JobStatusOut]:
     """The status body; `Retry-After` while the job is not terminal."""
     headers = {} if job.is_terminal else {"Retry-After": str(poll_after_seconds)}
-    return Response(job_status_out(job, **job_urls(request, job.id)), status_code=status_code, headers=headers)
+    body = job_status_out(job, show_detail=request.user.is_admin, **job_urls(request, job.id))
+    return Response(body, status_code=status_code, headers=headers)
 
 
 def _job_query(request: AuthenticatedRequest, job_id: UUID) -> JobQuery:

@@ -62,6 +62,7 @@ def job_state(job: JobExecutionLog) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "error_code": job.error.code if job.error else None,
         "error_message": job.error.message if job.error else None,
+        "error_detail": job.error.detail if job.error else None,
         "artifact_key": job.artifact.key if job.artifact else None,
         "artifact_size": job.artifact.size if job.artifact else None,
         "artifact_sha256": job.artifact.sha256 if job.artifact else None,
@@ -131,7 +132,7 @@ def row_to_job(row: Row) -> JobExecutionLog:
 def _error(row: Row) -> JobError | None:
     if row["error_code"] is None:
         return None
-    return JobError(row["error_code"], row["error_message"] or "")
+    return JobError(row["error_code"], row["error_message"] or "", row["error_detail"])
 
 
 def _artifact(row: Row) -> ArtifactRef | None:

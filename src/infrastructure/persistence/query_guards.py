@@ -100,7 +100,28 @@ def _translate(exc: Exception) -> Exception | None:
         return ReportTimedOut("the report query ran past its time limit")
     if code is not None and code.startswith(_WRITE_CODES):
         return ReportQueryFailed(WRITE_ATTEMPT)
-    return ReportQueryFailed(_primary_message(exc))
+    return ReportQueryFailed(_advice(code), detail=_primary_message(exc))
+
+
+def _advice(code: str | None) -> str:
+    """What a user who may run the report, but not read its SQL, can do about a failure with this SQLSTATE (or
+    SQLite error name): the database's message itself can quote values and names from the query."""
+    if code is None:  # refused before it reached the database: a value that cannot be bound
+        return "a parameter value could not be passed to the query; check the parameters you sent"
+    if code.startswith("SQLITE"):
+        return f"the database refused the query ({code}); an administrator can see why on this job"
+    advice = _ADVICE_BY_CLASS.get(code[:2], "an administrator can see the database's message on this job")
+    return f"{advice} (SQLSTATE {code}, class {code[:2]})"
+
+
+_ADVICE_BY_CLASS = {
+    "22": "a value could not be processed; check the parameters you sent",
+    "42": "the report's query is invalid or uses something it may not; an administrator must fix the report",
+    "54": "the report went past a limit of the database; narrow it with its parameters, or ask an administrator",
+    "P0": "the report's query raised an error of its own; check the parameters you sent",
+}
+"""Advice by SQLSTATE class (the first two characters): data exception, syntax error or access rule violation,
+program limit exceeded, PL/pgSQL error."""
 
 
 def _code(exc: Exception) -> str | None:

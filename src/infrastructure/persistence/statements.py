@@ -31,6 +31,7 @@ JOB_STATE_COLUMNS = (
     "finished_at",
     "error_code",
     "error_message",
+    "error_detail",
     "artifact_key",
     "artifact_size",
     "artifact_sha256",
@@ -160,6 +161,7 @@ CLAIM_JOB: ReturningUpdate[Any] = (
         started_at=sa.bindparam("set_started_at", type_=UtcDateTime),
         error_code=None,
         error_message=None,
+        error_detail=None,
         lease_expires_at=sa.bindparam("set_lease_expires_at", type_=UtcDateTime),
         version=jobs.c.version + 1,
     )

@@ -81,6 +81,7 @@ jobs = sa.Table(
     sa.Column("finished_at", UtcDateTime, nullable=True),
     sa.Column("error_code", sa.String(64), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("error_detail", sa.Text, nullable=True),
     sa.Column("artifact_key", sa.String(512), nullable=True),
     sa.Column("artifact_size", sa.BigInteger, nullable=True),
     sa.Column("artifact_sha256", sa.String(64), nullable=True),

@@ -45,15 +45,29 @@ async def test_status_of_a_terminal_job_has_no_retry_after(
     job = backend.add_job(backend.add_report(), owner="alice")
     backend.start(job)
     backend.clock.advance(2.5)
-    job.fail(backend.clock(), "REPORT_QUERY_FAILED", "The report query failed: division by zero")
+    job.fail(backend.clock(), "REPORT_QUERY_FAILED", "The report query failed: check the parameters")
 
     response = await client.get(f"/api/v1/jobs/{job.id}", headers=alice)
 
     body = response.json()
     assert (body["status"], body["attempts"], body["startedAt"]) == ("Failed", 1, "2026-11-28T10:00:00Z")
     assert body["finishedAt"] == "2026-11-28T10:00:02.500000Z"
-    assert body["error"] == {"code": "REPORT_QUERY_FAILED", "message": "The report query failed: division by zero"}
+    assert body["error"] == {"code": "REPORT_QUERY_FAILED", "message": "The report query failed: check the parameters"}
     assert "retry-after" not in response.headers
+
+
+async def test_the_database_message_of_a_failed_job_is_shown_to_admins_only(
+    client: Client, backend: Backend, alice: dict[str, str], admin: dict[str, str]
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.start(job)
+    job.fail(backend.clock(), "REPORT_QUERY_FAILED", "The report query failed: ask an administrator", "secret_col")
+
+    as_owner = (await client.get(f"/api/v1/jobs/{job.id}", headers=alice)).json()["error"]
+    as_admin = (await client.get(f"/api/v1/jobs/{job.id}", headers=admin)).json()["error"]
+
+    assert as_owner == {"code": "REPORT_QUERY_FAILED", "message": "The report query failed: ask an administrator"}
+    assert as_admin == {**as_owner, "detail": "secret_col"}
 
 
 @pytest.mark.parametrize("path", ["", "/result"])

@@ -153,6 +153,19 @@ async def test_permanent_errors_fail_the_job_at_once_with_a_code(
     assert "0xdeadbeef" not in job.error.message
 
 
+async def test_a_failed_query_keeps_the_database_message_apart_from_the_owners_message(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource
+) -> None:
+    source.error = ReportQueryFailed("check the parameters you sent", detail='column "salary" is secret')
+
+    await run.execute(job_id)
+
+    error = db.jobs[job_id].error
+    assert error is not None
+    assert error.message == "The report query failed: check the parameters you sent"
+    assert error.detail == 'column "salary" is secret'
+
+
 async def test_error_midway_publishes_no_artifact(
     run: RunReportJob, job_id: UUID, db: FakeDatabase, source: FakeReportDataSource, store: FakeArtifactStore
 ) -> None:
