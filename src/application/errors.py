@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-StorageCause = Literal["database", "database_pool"]
+StorageCause = Literal["database", "database_pool", "database_timeout"]
 DependencyCause = StorageCause | Literal["queue"]
 """What was unavailable, in one word of a fixed set: metrics and logs label a 503 with it, so the set stays small."""
 
@@ -23,8 +23,9 @@ class DependencyUnavailable(ApplicationError):
 class StorageUnavailable(DependencyUnavailable):
     """The database could not be reached or answered with a transient error; retrying later may succeed.
 
-    `cause` is `database`, or `database_pool` when every pooled connection stayed busy past the pool's timeout
-    (the database itself may be fine: every connection this process may open was in use)."""
+    `cause` is `database`, `database_pool` when every pooled connection stayed busy past the pool's timeout
+    (the database itself may be fine: every connection this process may open was in use), or `database_timeout`
+    when a statement waited for a lock or ran past its timeout (something else held what it needed)."""
 
     def __init__(self, message: str, *, cause: StorageCause = "database") -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""`reportgen`: serve, worker, migrate, token."""
+"""`reportgen`: serve, worker, migrate, token, check."""
 
 from __future__ import annotations
 
@@ -29,7 +29,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="API processes (production mode only)")
     commands.add_parser("worker", help="run an arq worker for REPORTGEN_REDIS_URL")
-    commands.add_parser("migrate", help="apply database migrations to REPORTGEN_DATABASE_URL (safe to repeat)")
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations to REPORTGEN_DATABASE_URL (safe to repeat)"
+    )
+    migrate.add_argument(
+        "--reporting-role",
+        metavar="NAME",
+        help="also create (or update) a PostgreSQL role that may only read the reporting schemas, for "
+        "REPORTGEN_REPORTING_DATABASE_URL; it gets no password (ALTER ROLE NAME PASSWORD '...')",
+    )
+    migrate.add_argument(
+        "--reporting-schema",
+        metavar="SCHEMA",
+        action="append",
+        help="a schema the reporting role may read (repeatable; default: public, reportgen's own tables excepted)",
+    )
+    migrate.add_argument(
+        "--print-sql",
+        action="store_true",
+        help="with --reporting-role: print the SQL that creates the role instead of running anything "
+        "(to run on the reporting database as its owner)",
+    )
+    commands.add_parser(
+        "check", help="print what the configuration allows (operators); exit 1 if reports would be refused"
+    )
     token = commands.add_parser("token", help="print a JWT that the configured service accepts (development)")
     token.add_argument("--sub", required=True, help="the user id")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin (repeatable)")
@@ -63,7 +86,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     workers = args.workers
     if settings.embedded:
         _migrate(settings, args)
-        asyncio.run(_seed_demo(settings))
+        asyncio.run(_prepare_embedded(settings))
         # A token is minted only with the secret generated for development: an operator's own key signs no
         # long-lived admin token that would land in a terminal's scrollback or a log.
         token = issue_token(jwt_settings(settings), DEV_USER, ["admin"], DEV_TOKEN_TTL_SECONDS) if dev_secret else None
@@ -114,17 +137,22 @@ def _demo_report() -> str:
     return str(SALES_SUMMARY_ID)
 
 
-async def _seed_demo(settings: Settings) -> None:
+async def _prepare_embedded(settings: Settings) -> None:
+    """Seed the demo, and check the reporting role, since this process will run the reports."""
     from prometheus_client import CollectorRegistry
 
     from bootstrap.container import open_container
+    from bootstrap.reporting import PrivilegedReports, guard_reports
     from infrastructure.demo import seed_demo
 
-    if not settings.seeds_demo:
-        return
     # A registry of its own: this short-lived container must not claim the process's metric names.
     async with open_container(settings, registry=CollectorRegistry()) as container:
-        await seed_demo(container.reporting_engine, container.unit_of_work)
+        if settings.seeds_demo:
+            await seed_demo(container.reporting_engine, container.unit_of_work)
+        try:
+            await guard_reports(container)
+        except PrivilegedReports as exc:
+            raise SystemExit(f"reportgen serve: {exc}") from None
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -135,9 +163,40 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     from infrastructure.persistence.migrate import migrate
+    from infrastructure.persistence.reporting_role import grant_sql
 
+    role: str | None = getattr(args, "reporting_role", None)
+    schemas: list[str] = getattr(args, "reporting_schema", None) or ["public"]
+    if role is not None and args.print_sql:
+        print(";\n".join(grant_sql(role, schemas)) + ";")  # noqa: T201
+        return
+    if role is not None and not settings.effective_database_url.startswith("postgresql"):
+        raise SettingsError(["--reporting-role: PostgreSQL only (on SQLite a report reads the whole file)"])
     migrate(settings.effective_database_url)
     print("reportgen: the database schema is up to date", file=sys.stderr)  # noqa: T201
+    if role is not None:
+        asyncio.run(_create_reporting_role(settings, role, schemas))
+        print(f"reportgen: role {role} may read {', '.join(schemas)} and none of reportgen's tables", file=sys.stderr)  # noqa: T201
+
+
+async def _create_reporting_role(settings: Settings, role: str, schemas: list[str]) -> None:
+    from infrastructure.persistence.engine import create_engine
+    from infrastructure.persistence.reporting_role import create_role
+
+    engine = create_engine(settings.effective_database_url)
+    try:
+        await create_role(engine, role, schemas)
+    finally:
+        await engine.dispose()
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> None:
+    from bootstrap.check import describe
+
+    lines, refused = asyncio.run(describe(settings))
+    print("\n".join(lines))  # noqa: T201
+    if refused:
+        raise SystemExit(1)
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> None:
@@ -147,7 +206,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> None:
     print(issue_token(jwt_settings(settings), args.sub, args.role, args.ttl))  # noqa: T201
 
 
-_COMMANDS = {"serve": _serve, "worker": _worker, "migrate": _migrate, "token": _token}
+_COMMANDS = {"serve": _serve, "worker": _worker, "migrate": _migrate, "token": _token, "check": _check}
 
 if __name__ == "__main__":
     sys.exit(main())

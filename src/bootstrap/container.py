@@ -40,7 +40,7 @@ from infrastructure.metrics import (
 )
 from infrastructure.persistence.admission import PostgresJobAdmission
 from infrastructure.persistence.data_source import SqlReportDataSource
-from infrastructure.persistence.engine import create_engine
+from infrastructure.persistence.engine import ServiceTimeouts, create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -105,7 +105,7 @@ class Container:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
-        if self.reporting_engine is not self.engine:
+        if self.reporting_engine is not self.engine:  # a test may pass the one engine as both
             await self.reporting_engine.dispose()
 
 
@@ -120,13 +120,8 @@ async def _redis_ok(redis: ArqRedis) -> bool:
 def build_container(settings: Settings, **overrides: Any) -> Container:
     """Wire the adapters for `settings`; `overrides` replace named adapters (engine, queue, artifacts, clock,
     registry)."""
-    # A running job holds a connection while its rows stream; the heartbeat, the job's writes, the reconciler and
-    # the gauges must still find one, or leases would lapse while they wait. No overflow: see Settings.
-    pool = {"pool_size": max(settings.database_pool_size, settings.worker_concurrency + 5), "max_overflow": 0}
-    engine: AsyncEngine = overrides.get("engine") or create_engine(settings.effective_database_url, **pool)
-    reporting = overrides.get("reporting_engine") or (
-        create_engine(settings.reporting_database_url, **pool) if settings.reporting_database_url else engine
-    )
+    engine: AsyncEngine = overrides.get("engine") or _service_engine(settings)
+    reporting: AsyncEngine = overrides.get("reporting_engine") or _reporting_engine(settings)
     clock = overrides.get("clock", utc_now)
     redis = None
     if settings.redis_url is not None:
@@ -190,6 +185,35 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         ),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
         registry=registry,
+    )
+
+
+def _service_engine(settings: Settings) -> AsyncEngine:
+    """The engine of the API, the job ledger, the reconciler and the gauges, never of reports: every statement has
+    a lock and a statement timeout, and a request waits a bounded time for a connection (all 503 past it).
+
+    Each running job writes its heartbeat and its transitions here, besides the requests: the pool holds at least
+    the worker's concurrency plus a few. No overflow: see Settings."""
+    pool_size = max(settings.database_pool_size, settings.worker_concurrency + 5)
+    timeouts = ServiceTimeouts(settings.database_lock_timeout_seconds, settings.database_statement_timeout_seconds)
+    return create_engine(
+        settings.effective_database_url,
+        timeouts=timeouts,
+        application_name="reportgen",
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
+
+
+def _reporting_engine(settings: Settings) -> AsyncEngine:
+    """The engine that report queries run on, always a pool of its own, even on the service's database: nothing a
+    report holds (a lock, a session's state) can reach a connection of the service. One connection per job a worker
+    runs at once; it opens none until a report runs (an API process never does). A report's own time limit bounds
+    its statements."""
+    url = settings.reporting_database_url or settings.effective_database_url
+    return create_engine(
+        url, application_name="reportgen-reports", pool_size=settings.worker_concurrency, max_overflow=0
     )
 
 

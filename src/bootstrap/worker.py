@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from bootstrap.container import build_container, job_timeout_seconds
 from bootstrap.metrics import use_single_process_metrics
+from bootstrap.reporting import PrivilegedReports, guard_reports
 from bootstrap.web import log_format, secrets_of
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
 from infrastructure.logs import configure_logging
@@ -60,6 +61,10 @@ def worker_settings(settings: Settings) -> type:
         use_single_process_metrics()
         container = build_container(settings)
         ctx["container"] = container
+        try:
+            await guard_reports(container)
+        except PrivilegedReports as exc:
+            raise SystemExit(f"reportgen worker: {exc}") from None
         ctx[RUN_REPORT_JOB] = container.run_job
         ctx[RECONCILE] = container.run_reconcile
         ctx[SWEEP] = container.sweep.execute

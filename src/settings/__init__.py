@@ -30,7 +30,10 @@ class Settings:
     redis_url: str | None = None
     """`redis://...` to use arq; None runs jobs in-process (embedded mode)."""
     reporting_database_url: str | None = None
-    """Where report queries run; None means the service's own database."""
+    """Where report queries run; None means the service's own database (and role: see README, Security)."""
+    allow_privileged_reports: bool = False
+    """Run reports even when their PostgreSQL role may do more than read (a superuser, a member of
+    pg_read_server_files and the like, a reader of reportgen's own tables); logged as a warning at every start."""
     jwt_secret: str | None = None
     """HS256 secret (at least 32 characters). In embedded mode one is generated under `var_dir` if unset."""
     jwt_public_key: str | None = None
@@ -66,6 +69,14 @@ class Settings:
     database_pool_size: int = 15
     """Connections each process keeps open to the service's database, and never more: requests beyond it wait for a
     free one: under load, opening and closing connections beyond the pool costs more than the wait."""
+    database_pool_timeout_seconds: float = 10.0
+    """How long a request waits for a free pooled connection before it answers 503 (`database_pool`)."""
+    database_lock_timeout_seconds: float = 5.0
+    """PostgreSQL: how long a statement of the service (never a report's) waits for a lock, advisory locks included,
+    before it answers 503 (`database_timeout`): something else holding a lock cannot make requests hang."""
+    database_statement_timeout_seconds: float = 30.0
+    """PostgreSQL: how long a statement of the service (never a report's) may run, and a transaction of the service
+    may stay idle, before the server ends it (503, `database_timeout`)."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
@@ -96,6 +107,7 @@ class Settings:
             database_url=reader.url("DATABASE_URL", SQL_SCHEMES) or reader.default("DATABASE_URL"),
             redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
             reporting_database_url=reader.url("REPORTING_DATABASE_URL", SQL_SCHEMES),
+            allow_privileged_reports=reader.flag("ALLOW_PRIVILEGED_REPORTS") or False,
             jwt_secret=reader.secret("JWT_SECRET"),
             jwt_public_key=reader.public_key("JWT_PUBLIC_KEY"),
             jwt_issuer=reader.text("JWT_ISSUER"),
@@ -116,6 +128,9 @@ class Settings:
             poll_after_seconds=reader.number("POLL_AFTER_SECONDS", int, 1, 3600),
             max_body_bytes=reader.number("MAX_BODY_BYTES", int, 1024, 100 * 1_048_576),
             database_pool_size=reader.number("DATABASE_POOL_SIZE", int, 1, 1000),
+            database_pool_timeout_seconds=reader.number("DATABASE_POOL_TIMEOUT_SECONDS", float, 0.1, 600.0),
+            database_lock_timeout_seconds=reader.number("DATABASE_LOCK_TIMEOUT_SECONDS", float, 0.1, 600.0),
+            database_statement_timeout_seconds=reader.number("DATABASE_STATEMENT_TIMEOUT_SECONDS", float, 1.0, 3600.0),
             log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console")),
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             demo=reader.flag("DEMO"),

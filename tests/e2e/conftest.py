@@ -119,8 +119,8 @@ def wait_for_status(client: httpx.Client, job_id: str, statuses: set[str], timeo
         time.sleep(0.1)
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(DATABASE_URL.replace("postgresql+asyncpg", "postgresql"))
+async def _admin(sql: str, database_url: str = DATABASE_URL) -> None:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         await conn.execute(sql)
     finally:
@@ -135,6 +135,27 @@ def e2e_database_url() -> Iterator[str]:
     parts = urlsplit(DATABASE_URL)
     yield urlunsplit(parts._replace(path=f"/{name}"))
     asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def e2e_reporting_url(e2e_database_url: str) -> Iterator[str]:
+    """The URL that reports run with in production mode: a role that may only read, made by `reportgen migrate
+    --reporting-role` (which migrates the database first), as the README's production setup does."""
+    role = f"reportgen_e2e_reports_{secrets.token_hex(4)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPORTGEN_")}
+    env["REPORTGEN_DATABASE_URL"] = e2e_database_url
+    done = subprocess.run(
+        [str(BIN / "reportgen"), "migrate", "--reporting-role", role],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    parts = urlsplit(e2e_database_url)
+    yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    asyncio.run(_admin(f"DROP OWNED BY {role}", database_url=e2e_database_url))
+    asyncio.run(_admin(f"DROP ROLE {role}"))
 
 
 @pytest.fixture
@@ -177,10 +198,14 @@ def deployed(tmp: Path, env: dict[str, str], *serve_args: str) -> Iterator[Deplo
 
 
 @pytest.fixture
-def production(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Iterator[Deployment]:
-    """`reportgen migrate`, then `reportgen serve` and `reportgen worker` against PostgreSQL and Redis."""
+def production(
+    tmp_path: Path, e2e_database_url: str, e2e_reporting_url: str, e2e_redis_url: str
+) -> Iterator[Deployment]:
+    """`reportgen migrate`, then `reportgen serve` and `reportgen worker` against PostgreSQL and Redis, reports
+    running as a role that may only read."""
     env = _base_env(tmp_path) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
+        "REPORTGEN_REPORTING_DATABASE_URL": e2e_reporting_url,
         "REPORTGEN_REDIS_URL": e2e_redis_url,
         "REPORTGEN_JWT_SECRET": secrets.token_urlsafe(40),
         "REPORTGEN_JWT_ISSUER": "reportgen-e2e",

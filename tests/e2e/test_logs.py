@@ -23,10 +23,13 @@ SHORT_JWT = jwt.encode({"s": 1}, "another-key-of-thirty-two-bytes!!", algorithm=
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, e2e_database_url: str, e2e_redis_url: str) -> Iterator[Deployment]:
+def deployment(
+    tmp_path: Path, e2e_database_url: str, e2e_reporting_url: str, e2e_redis_url: str
+) -> Iterator[Deployment]:
     """`reportgen serve --workers 2` and a `reportgen worker`, logging at DEBUG, JSON."""
     env = _base_env(tmp_path) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
+        "REPORTGEN_REPORTING_DATABASE_URL": e2e_reporting_url,
         "REPORTGEN_REDIS_URL": e2e_redis_url,
         "REPORTGEN_JWT_SECRET": JWT_SECRET,
         "REPORTGEN_LOG_LEVEL": "DEBUG",

@@ -58,7 +58,7 @@ def wait_until(condition: str, check: Callable[[], object], timeout: float = 20)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, e2e_database_url: str) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, e2e_database_url: str, e2e_reporting_url: str) -> Iterator[Stack]:
     """PostgreSQL + Redis, `reportgen serve --workers 2` and one `reportgen worker` with its metrics port."""
     require("Redis", REDIS_URL)
     redis_url = f"{REDIS_URL.rstrip('/')}/{E2E_REDIS_DB}"
@@ -68,6 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_database_url: str) -> It
     worker_port = free_port()
     env = _base_env(tmp) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
+        "REPORTGEN_REPORTING_DATABASE_URL": e2e_reporting_url,
         "REPORTGEN_REDIS_URL": redis_url,
         "REPORTGEN_JWT_SECRET": "metrics-e2e-secret-" + "x" * 32,
         "REPORTGEN_RECONCILE_INTERVAL_SECONDS": "1",

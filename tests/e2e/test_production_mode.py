@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Deployment, wait_for_status
+from tests.e2e.conftest import BIN, Deployment, wait_for_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -131,3 +133,40 @@ def test_slow_report_is_seen_running_with_rising_progress(production: Deployment
         assert seen == sorted(seen), "progress never decreases"
         assert max(seen) > 0, "progress was reported while running"
         assert len(alice.get(job["resultUrl"]).text.splitlines()) == 3001
+
+
+def test_reports_run_as_the_reporting_role_which_cannot_read_reportgens_tables(production: Deployment) -> None:
+    report_id = create_report(production, {**SERIES, "query": "SELECT count(*) AS n FROM jobs", "parameters": []})
+    with production.client(production.token("admin-1", "admin")) as admin:
+        job = generate(admin, report_id).json()
+        status = wait_for_status(admin, job["jobId"], {"Succeeded", "Failed"})
+
+    assert (status["status"], status["error"]["code"]) == ("Failed", "REPORT_QUERY_FAILED")
+    assert status["error"]["detail"].startswith("permission denied for table jobs")
+
+
+def test_check_says_what_reports_may_do_and_fails_for_a_role_that_workers_refuse(production: Deployment) -> None:
+    fine = production.run("check")
+    production.env = {k: v for k, v in production.env.items() if k != "REPORTGEN_REPORTING_DATABASE_URL"}
+    privileged = production.run("check")
+
+    assert fine.returncode == 0, fine.stderr
+    assert re.search(r"^reports: run as reportgen_e2e_reports_\w+ on \w+, which may only read$", fine.stdout, re.M)
+    assert privileged.returncode == 1
+    assert "reports: run as postgres on" in privileged.stdout
+    assert "refused by workers" in privileged.stdout
+    assert "  - postgres is a superuser" in privileged.stdout
+
+
+def test_a_worker_whose_reports_would_run_as_a_superuser_refuses_to_start_with_one_line(
+    production: Deployment,
+) -> None:
+    env = {k: v for k, v in production.env.items() if k != "REPORTGEN_REPORTING_DATABASE_URL"}
+    worker = subprocess.run(
+        [str(BIN / "reportgen"), "worker"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert worker.returncode == 1
+    last = worker.stderr.strip().splitlines()[-1]
+    assert last.startswith("reportgen worker: refusing to run reports: postgres is a superuser")
+    assert "Traceback" not in worker.stderr

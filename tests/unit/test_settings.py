@@ -30,11 +30,21 @@ def test_production_settings_are_read() -> None:
             "REPORTGEN_JWT_SECRET": "x" * 40,
             "REPORTGEN_REPORT_TIMEOUT_SECONDS": "2.5",
             "REPORTGEN_LEASE_SECONDS": "3",
+            "REPORTGEN_DATABASE_LOCK_TIMEOUT_SECONDS": "0.5",
+            "REPORTGEN_DATABASE_STATEMENT_TIMEOUT_SECONDS": "20",
+            "REPORTGEN_DATABASE_POOL_TIMEOUT_SECONDS": "3",
+            "REPORTGEN_ALLOW_PRIVILEGED_REPORTS": "true",
         }
     )
     assert not settings.embedded
     assert not settings.seeds_demo
     assert (settings.report_timeout_seconds, settings.lease_seconds) == (2.5, 3.0)
+    assert (
+        settings.database_lock_timeout_seconds,
+        settings.database_statement_timeout_seconds,
+        settings.database_pool_timeout_seconds,
+    ) == (0.5, 20.0, 3.0)
+    assert settings.allow_privileged_reports
 
 
 def test_every_bad_variable_is_named_on_its_own_line() -> None:

@@ -18,7 +18,7 @@ from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavail
 from application.ports import ReportDataSource, Row, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
 from infrastructure.persistence.driver import DriverStatement, driver_connection
-from infrastructure.persistence.engine import close_quietly
+from infrastructure.persistence.engine import close_quietly, milliseconds
 from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class SqlReportDataSource(ReportDataSource):
             async with driver_connection(self._engine) as conn:
                 with query_errors():
                     await conn.execute(
-                        f"BEGIN READ ONLY; SET LOCAL statement_timeout = {_milliseconds(timeout_seconds)}"
+                        f"BEGIN READ ONLY; SET LOCAL statement_timeout = {milliseconds(timeout_seconds)}"
                     )
                     cursor = await conn.cursor(sql, *args)  # asyncpg's statement cache: parsed once per connection
                     first = await cursor.fetch(self._batch_size)
@@ -211,10 +211,6 @@ async def _end_report_session(conn: Any) -> None:
     await conn.execute(_END_REPORT_SESSION)
     if await conn.fetchval(FOREIGN_PREPARED_STATEMENTS):
         raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
-
-
-def _milliseconds(timeout_seconds: float) -> int:
-    return max(1, round(timeout_seconds * 1000))  # 0 would mean "no timeout"
 
 
 async def _column_names(conn: Any, sql: str) -> list[str]:

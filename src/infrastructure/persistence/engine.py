@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ _SQLITE_PRAGMAS = (
 )
 
 # Connection exceptions, insufficient resources, shutdown / cannot connect now, authentication, unknown
-# database, and the transient failures that a retry resolves: serialization failure and deadlock.
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "28", "3D000", "40001", "40P01")
+# database, the transient failures that a retry resolves (serialization failure, deadlock), and a service
+# statement ended by its lock or statement timeout (lock_not_available, query_canceled; see `SERVICE_TIMEOUTS`).
+_TIMEOUT_SQLSTATES = ("55P03", "57014")
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "28", "3D000", "40001", "40P01", *_TIMEOUT_SQLSTATES)
 _UNAVAILABLE_SQLITE_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL")
 _UNAVAILABLE_TYPES = (
     OSError,
@@ -48,10 +51,35 @@ _UNAVAILABLE_TYPES = (
 )
 
 
-def create_engine(url: str, **pool_options: Any) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class ServiceTimeouts:
+    """Bounds on every statement of the service's own engine on PostgreSQL (reports run on an engine without them):
+    a wait for a lock, a statement, a transaction left idle. Each ends in 55P03 or 57014, which is unavailable."""
+
+    lock_seconds: float
+    statement_seconds: float
+
+    def server_settings(self) -> dict[str, str]:
+        statement = str(milliseconds(self.statement_seconds))
+        return {
+            "lock_timeout": str(milliseconds(self.lock_seconds)),
+            "statement_timeout": statement,
+            "idle_in_transaction_session_timeout": statement,
+        }
+
+
+def milliseconds(seconds: float) -> int:
+    """A PostgreSQL timeout setting's value for `seconds`."""
+    return max(1, round(seconds * 1000))  # 0 would mean "no timeout"
+
+
+def create_engine(
+    url: str, *, timeouts: ServiceTimeouts | None = None, application_name: str | None = None, **pool_options: Any
+) -> AsyncEngine:
     """An engine for `postgresql+asyncpg://...` or `sqlite+aiosqlite:///path` (plain `postgresql://` and
     `sqlite:///` are given those drivers). SQLite: the file's directory is created, and every connection
-    uses WAL, a busy timeout and foreign keys. `pool_options` go to SQLAlchemy's `create_async_engine`."""
+    uses WAL, a busy timeout and foreign keys. PostgreSQL: `timeouts` and `application_name` (what
+    `pg_stat_activity` shows) become each connection's settings. `pool_options` go to `create_async_engine`."""
     parsed = make_url(url)
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
@@ -62,6 +90,13 @@ def create_engine(url: str, **pool_options: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, pool_options)
     connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, **pool_options.pop("connect_args", {})}
+    server_settings = dict(connect_args.get("server_settings", {}))
+    if timeouts is not None:
+        server_settings |= timeouts.server_settings()
+    if application_name is not None:
+        server_settings["application_name"] = application_name
+    if server_settings:
+        connect_args["server_settings"] = server_settings
     return create_async_engine(parsed, connect_args=connect_args, **pool_options)
 
 
@@ -95,6 +130,12 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, _UNAVAILABLE_TYPES) or isinstance(driver_error, _UNAVAILABLE_TYPES)
 
 
+def _sqlstate(error: BaseException) -> str | None:
+    driver_error = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
 def describe(error: BaseException) -> str:
     """A short, SQL-free name for a driver error: its SQLSTATE, SQLite error name, or exception class."""
     driver_error = error.orig if isinstance(error, sa_exc.DBAPIError) and error.orig is not None else error
@@ -122,6 +163,9 @@ def unavailable(error: BaseException, database: str = "the database") -> Storage
     if isinstance(error, sa_exc.TimeoutError):  # raised by SQLAlchemy's pool only, never by a query
         message = f"every pooled connection to {database} stayed busy past the pool's timeout"
         return StorageUnavailable(message, cause="database_pool")
+    if _sqlstate(error) in _TIMEOUT_SQLSTATES:
+        message = f"a statement on {database} ran or waited for a lock past its timeout ({describe(error)})"
+        return StorageUnavailable(message, cause="database_timeout")
     return StorageUnavailable(f"{database} is unavailable ({describe(error)})")
 
 

@@ -91,13 +91,13 @@ def query_errors() -> Iterator[None]:
 
 
 def _translate(exc: Exception) -> Exception | None:
+    code = _code(exc)
+    if code in _TIMEOUT_CODES:  # the report's own time limit: is_unavailable says so of a service statement's
+        return ReportTimedOut("the report query ran past its time limit")
     if is_unavailable(exc):
         return unavailable(exc, "the reporting database")
-    code = _code(exc)
     if code is None and not isinstance(exc, sa_exc.StatementError | sa_exc.ArgumentError):
         return None
-    if code in _TIMEOUT_CODES:
-        return ReportTimedOut("the report query ran past its time limit")
     if code is not None and code.startswith(_WRITE_CODES):
         return ReportQueryFailed(WRITE_ATTEMPT)
     return ReportQueryFailed(_advice(code), detail=_primary_message(exc))

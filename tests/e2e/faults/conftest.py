@@ -56,6 +56,9 @@ FAST_SETTINGS = {
     "REPORTGEN_QUEUE_NAME": QUEUE_NAME,
     "REPORTGEN_WORKER_METRICS_PORT": "0",  # many workers on one host: no fixed port, and loopback traffic only
     "REPORTGEN_LOG_FORMAT": "json",
+    # Reports run as the service's own (super)user here: these tests are about faults, and a role of their own would
+    # be one more thing to create per database. test_production_mode runs reports as a role that may only read.
+    "REPORTGEN_ALLOW_PRIVILEGED_REPORTS": "true",
 }
 """Lease 3 s renewed every second, reconcile and sweep every second: a lost worker is noticed within about 4 s."""
 
