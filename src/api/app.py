@@ -6,14 +6,17 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Router, get
 from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.params import PathParameter
+from litestar.routes import HTTPRoute
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
@@ -24,7 +27,14 @@ from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
 from api.errors import problem_handler
 from api.metrics import ApiMetrics
-from api.middleware import REQUEST_ID_HEADER, AccessLog, RequestContextMiddleware, structlog_access_log
+from api.middleware import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    REQUEST_ID_HEADER,
+    AccessLog,
+    RequestContextMiddleware,
+    structlog_access_log,
+)
+from api.schemas import request_structs
 from api.services import ApiServices, UseCases
 from api.unavailable import Monotonic, UnavailableAnswers
 
@@ -46,6 +56,8 @@ class ApiDependencies:
     poll_after_seconds: int
     """`Retry-After` of a 202 and of the status of a job that is not terminal."""
     max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    """How long a request body may take to arrive whole (then 408)."""
     debug: bool = False
     access_log: AccessLog = structlog_access_log
     """Writes the line of each request (bootstrap passes a direct JSON writer in production)."""
@@ -78,9 +90,47 @@ def build_app(deps: ApiDependencies) -> Litestar:
         logging_config=None,
         debug=deps.debug,
     )
+    _bind_options_handlers(app)
+    _close_request_schemas(app)
     # Outside the router, so that requests matching no route get a request id, a log line and metrics too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics, deps.access_log)
+    app.asgi_handler = RequestContextMiddleware(
+        app.asgi_handler, metrics, deps.access_log, body_timeout_seconds=deps.body_timeout_seconds
+    )
     return app
+
+
+def _bind_options_handlers(app: Litestar) -> None:
+    """Make each path's automatic OPTIONS answer list every method of the path.
+
+    Litestar 2 makes that handler for the first handlers registered on a path and keeps answering with their
+    methods when more are registered on it later (litestar-org/litestar#4169, fixed in Litestar 3): `OPTIONS
+    /api/v1/reports` said `OPTIONS, POST` without `GET`. The handler reads the methods of the route it holds in its
+    closure; point it at the path's final route. Once Litestar is fixed this changes nothing.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.http_methods == {"OPTIONS"} and handler.handler_name == "options_handler":
+                for cell in handler.fn.__closure__ or ():
+                    if isinstance(cell.cell_contents, HTTPRoute):
+                        cell.cell_contents = route
+
+
+def _close_request_schemas(app: Litestar) -> None:
+    """State `additionalProperties: false` on every request body, which refuses unknown keys (`RequestStruct`): Litestar
+    2 leaves it out. Builds the OpenAPI document now, once, rather than at its first request."""
+    schemas = app.openapi_schema.components.schemas or {}
+    for struct in request_structs():
+        schema = schemas.get(struct.__name__)
+        if schema is not None:
+            schema.additional_properties = False
+
+
+@get("/{path:str}", include_in_schema=False, sync_to_thread=False)
+def _schema_not_found(path: Annotated[str, PathParameter()]) -> None:
+    """Any other path under /schema: a 404 problem like every other unknown path (Litestar's own answers HTML)."""
+    raise NotFoundException
 
 
 def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
@@ -114,6 +164,8 @@ def _openapi_config() -> OpenAPIConfig:
         title="reportgen",
         version="1.0.0",
         path="/schema",
+        # Registered first, our not-found handler answers the paths that no renderer serves.
+        openapi_router=Router("/schema", route_handlers=[_schema_not_found], include_in_schema=False),
         description="On-demand, asynchronous report generation. Errors are RFC 9457 problems "
         "(`application/problem+json`).",
         components=Components(security_schemes={BEARER_SCHEME: bearer}),

@@ -3,11 +3,13 @@
 Only the algorithms that match a configured key are accepted: HS256 with the shared secret, RS256 or
 ES256 with the public key (by the key's type); `none` and every other algorithm are refused, and the key is
 chosen by algorithm, so a public key is never used as an HMAC secret. `exp` and `sub` are required, `nbf` is
-honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of clock skew.
+honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of clock skew. `exp`, `nbf` and `iat`
+must be finite numbers, and `sub` a user id (`domain.text`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 
 from api.headers import first_header
+from domain.text import MAX_USER_ID_LENGTH, is_user_id
 
 ADMIN_ROLE = "admin"
 _CACHE_SIZE = 4096
@@ -150,6 +153,8 @@ class JwtVerifier:
             )
         except JWTError as exc:
             raise InvalidToken(str(exc) or type(exc).__name__) from None
+        except (ValueError, TypeError, RecursionError):  # what python-jose lets through from odd input
+            raise InvalidToken("the token is malformed") from None
         return _principal(claims), self._valid_until(claims)
 
     def _valid_until(self, claims: dict[str, Any]) -> float:
@@ -162,6 +167,7 @@ class JwtVerifier:
         not_before = _numeric_date(claims, "nbf")
         if not_before is not None and not_before - leeway > now:
             raise InvalidToken("the token is not valid yet ('nbf')")
+        _numeric_date(claims, "iat")
         return expires + leeway
 
 
@@ -171,16 +177,25 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidToken(f"the '{name}' claim must be a number of seconds")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):  # NaN would pass every comparison: a token that never expires
+        raise InvalidToken(f"the '{name}' claim must be a finite number of seconds")
+    return seconds
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles", [])
-    if not claims["sub"]:
-        raise InvalidToken("the 'sub' claim is empty")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not is_user_id(subject):
+        raise InvalidToken(
+            f"the 'sub' claim must be 1 to {MAX_USER_ID_LENGTH} characters, none of them a control character"
+        )
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise InvalidToken("the 'roles' claim must be an array of strings")
-    return Principal(claims["sub"], frozenset(roles))
+    return Principal(subject, frozenset(roles))
 
 
 def issue_token(settings: JwtSettings, sub: str, roles: Sequence[str] = (), ttl_seconds: int = 3600) -> str:
@@ -216,6 +231,9 @@ class JwtAuthenticationMiddleware(AbstractAuthenticationMiddleware):
 
 
 def admin_only(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard of report configuration writes."""
+    """Guard of the admin-only routes. An OPTIONS request passes: authentication skips that method (a CORS preflight
+    carries no token), and its automatic handler only lists the path's methods."""
+    if connection.scope.get("method") == "OPTIONS":
+        return
     if not connection.user.is_admin:
         raise PermissionDeniedException(detail=f"This operation needs the '{ADMIN_ROLE}' role.")

@@ -9,17 +9,20 @@ the request. The access log holds method, route template, status, duration and u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 from uuid import UUID
 
 import structlog
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.exceptions import ClientException
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from api.auth import Principal
 from api.headers import first_header
@@ -73,11 +76,49 @@ def route_of(scope: Scope) -> str:
     return template if isinstance(template, str) else UNMATCHED_ROUTE
 
 
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+
+
+def _body_within(receive: Receive, seconds: float) -> Receive:
+    """`receive` whose request body must arrive whole within `seconds` of the first read (else 408), and whose
+    client leaving before the whole body came is a 400, not Litestar's 500 with a traceback. Once the body is in,
+    messages pass as they come (a streamed response listens for the client leaving, for as long as it streams)."""
+    deadline: float | None = None
+    complete = False
+
+    async def receive_body() -> ReceiveMessage:
+        nonlocal deadline, complete
+        if complete:
+            return await receive()
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise ClientException(
+                status_code=HTTPStatus.REQUEST_TIMEOUT, detail=f"The request body did not arrive within {seconds:g} s."
+            ) from None
+        if message["type"] == "http.disconnect":
+            raise ClientException(detail="The client disconnected before the request body was complete.")
+        complete = not message.get("more_body", False)
+        return message
+
+    return receive_body
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access_log: AccessLog = structlog_access_log) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ApiMetrics,
+        access_log: AccessLog = structlog_access_log,
+        body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._access_log = access_log
+        self._body_timeout = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -99,7 +140,7 @@ class RequestContextMiddleware:
         # bind + reset rather than bound_contextvars, which copies the whole context to save what it overwrites
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            await self._app(scope, receive, send_with_request_id)
+            await self._app(scope, _body_within(receive, self._body_timeout), send_with_request_id)
         finally:
             self._metrics.in_progress.dec()
             self._record(scope, request_id, status, time.perf_counter() - started)

@@ -20,18 +20,37 @@ from litestar.params import HeaderParameter, KwargDefinition, PathParameter
 from litestar.typing import FieldDefinition
 from msgspec import UNSET, UnsetType
 
+from application.job_limits import MAX_LIMIT
 from application.manage_reports import ReportDefinition
 from domain.errors import FieldError, InvalidInput
 from domain.formats import DEFAULT_FORMAT, FORMAT_NAMES
 from domain.idempotency import MAX_KEY_LENGTH
 from domain.jobs import JobStatus
-from domain.reports import API_RESPONSE, ParameterType, ParamValue, ReportParameter
+from domain.reports import (
+    API_RESPONSE,
+    DELIVERY_TARGET_PATTERN,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_QUERY_LENGTH,
+    PARAMETER_NAME_PATTERN,
+    ParameterType,
+    ParamValue,
+    ReportParameter,
+)
+from domain.text import MAX_USER_ID_LENGTH, USER_ID_PATTERN, text_problem
 
 # Path parameters keep the contract's camelCase names; a value that is not a UUID is a 400 naming them.
 ReportId: TypeAlias = Annotated[UUID, PathParameter(name="reportId", description="The report's id.")]
 JobId: TypeAlias = Annotated[UUID, PathParameter(name="jobId", description="The job's id.")]
 UserId: TypeAlias = Annotated[
-    str, PathParameter(name="userId", description="A user id: a token's `sub`.", min_length=1, max_length=255)
+    str,
+    PathParameter(
+        name="userId",
+        description="A user id: a token's `sub`.",
+        min_length=1,
+        max_length=MAX_USER_ID_LENGTH,
+        pattern=USER_ID_PATTERN,
+    ),
 ]
 
 # Format names as the domain's registry lists them, for the OpenAPI document. They stay plain strings on the
@@ -62,8 +81,30 @@ class RequestStruct(WireStruct, forbid_unknown_fields=True):
     """A request body: unknown keys are an error, not silently dropped."""
 
 
+def request_structs() -> list[type[RequestStruct]]:
+    """Every request body type (for the OpenAPI document: each refuses unknown keys)."""
+    found: list[type[RequestStruct]] = []
+    pending = [RequestStruct]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
+
+
+# What the domain enforces of a report (domain.reports), stated in the OpenAPI document: documentation only, the
+# domain's validation answers each with a 422 naming the field.
+ParameterName: TypeAlias = Annotated[str, KwargDefinition(pattern=PARAMETER_NAME_PATTERN)]
+ReportName: TypeAlias = Annotated[str, KwargDefinition(min_length=1, max_length=MAX_NAME_LENGTH)]
+Description: TypeAlias = Annotated[str, KwargDefinition(max_length=MAX_DESCRIPTION_LENGTH)]
+Query: TypeAlias = Annotated[str, KwargDefinition(min_length=1, max_length=MAX_QUERY_LENGTH)]
+DeliveryTarget: TypeAlias = Annotated[str, KwargDefinition(pattern=DELIVERY_TARGET_PATTERN)]
+Formats: TypeAlias = Annotated[list[FormatName], KwargDefinition(min_items=1, schema_extra={"uniqueItems": True})]
+JobLimit: TypeAlias = Annotated[int | None, KwargDefinition(le=MAX_LIMIT, schema_extra={"minimum": 0})]
+
+
 class ParameterIn(RequestStruct):
-    name: str
+    name: ParameterName
     type: ParameterType
     required: bool = False
     default: ParamValue = None
@@ -72,12 +113,12 @@ class ParameterIn(RequestStruct):
 class ReportIn(RequestStruct):
     """A report configuration as an admin writes it (POST creates, PUT replaces)."""
 
-    name: str
-    query: str
-    description: str = ""
+    name: ReportName
+    query: Query
+    description: Description = ""
     parameters: list[ParameterIn] = msgspec.field(default_factory=list)
-    formats: list[FormatName] = msgspec.field(default_factory=lambda: [DEFAULT_FORMAT])
-    delivery_target: str = API_RESPONSE
+    formats: Formats = msgspec.field(default_factory=lambda: [DEFAULT_FORMAT])
+    delivery_target: DeliveryTarget = API_RESPONSE
     async_enabled: bool = True
 
     def to_definition(self) -> ReportDefinition:
@@ -204,13 +245,52 @@ def _field_error(exc: msgspec.ValidationError) -> FieldError:
     return FieldError(path or "body", message)
 
 
+MAX_BODY_DEPTH = 32
+"""How deep a request body's arrays and objects may nest; a deeper body is a 400 (none of ours needs more than 4)."""
+
+
 def decode_json_body(raw: bytes, model: type[T]) -> T:
+    """The body as `model`: not JSON, or nested deeper than MAX_BODY_DEPTH -> 400; the wrong shape, or a string
+    the service cannot store (`domain.text`) -> InvalidInput naming the field."""
     try:
-        return msgspec.json.decode(raw, type=model, strict=True)
+        body = msgspec.json.decode(raw, type=model, strict=True)
     except msgspec.ValidationError as exc:
         raise InvalidInput([_field_error(exc)]) from None
     except msgspec.DecodeError as exc:
         raise ClientException(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder's own bound, far deeper than ours
+        raise _too_deep() from None
+    errors = _text_errors(body, "", 0)
+    if errors:
+        raise InvalidInput(errors)
+    return body
+
+
+def _text_errors(value: object, path: str, depth: int) -> list[FieldError]:
+    """Every string in a decoded body that breaks `domain.text`'s rule, named by its wire path."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return [FieldError(path or "body", problem)] if problem else []
+    if depth == MAX_BODY_DEPTH:
+        if isinstance(value, msgspec.Struct | dict | list):
+            raise _too_deep()
+        return []
+    items: list[tuple[str, object]]
+    if isinstance(value, msgspec.Struct):
+        names = zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True)
+        items = [(f"{path}.{wire}" if path else wire, getattr(value, name)) for name, wire in names]
+    elif isinstance(value, dict):
+        items = [(f"{path}.{key}", item) for key, item in value.items()]
+        items += [(f"{path} (a key)", key) for key in value]
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return []
+    return [error for where, item in items for error in _text_errors(item, where, depth + 1)]
+
+
+def _too_deep() -> ClientException:
+    return ClientException(f"The request body nests arrays and objects deeper than {MAX_BODY_DEPTH} levels.")
 
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -235,7 +315,7 @@ class JsonBody(MsgspecDTO[S], Generic[S]):
 class JobLimitIn(RequestStruct):
     """A user's own limit of Queued + Running jobs: 0 means no limit, null returns the user to the default."""
 
-    max_active_jobs: int | None
+    max_active_jobs: JobLimit
 
 
 class JobLimitOut(WireStruct):

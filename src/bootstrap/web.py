@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             lifespan=[lifespan],
             poll_after_seconds=settings.poll_after_seconds,
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_seconds=settings.request_body_timeout_seconds,
             access_log=access_log,
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,8 +20,12 @@ API_RESPONSE = "API_RESPONSE"
 
 # The bind-parameter syntax that SQLAlchemy's text() understands: `:name`, but not `::cast` and not `\:`.
 BIND_PARAM = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_DELIVERY_TARGET = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+DELIVERY_TARGET_PATTERN = r"^[A-Z][A-Z0-9_]{0,39}$"
+_IDENTIFIER = re.compile(PARAMETER_NAME_PATTERN)
+_DELIVERY_TARGET = re.compile(DELIVERY_TARGET_PATTERN)
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
 _LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*\n?|/\*.*?\*/)*", re.DOTALL)
 MAX_QUERY_LENGTH = 100_000
 
@@ -63,20 +68,41 @@ class ResolvedRequest:
     parameter_types: dict[str, ParameterType]
 
 
+MAX_STRING_PARAMETER_LENGTH = 10_000
+INTEGER_RANGE = (-(2**63), 2**63 - 1)
+"""What a database binds as an integer (BIGINT)."""
+
+
 def coerce_parameter(kind: ParameterType, value: object) -> ParamValue:
+    """`value` as a parameter of type `kind`: within what the database can bind (a 64-bit integer, a finite double,
+    a string of at most MAX_STRING_PARAMETER_LENGTH characters); raises ValueError with a client-facing message."""
     if value is None:
         return None
     if kind is ParameterType.STRING and isinstance(value, str):
+        if len(value) > MAX_STRING_PARAMETER_LENGTH:
+            raise ValueError(f"must be at most {MAX_STRING_PARAMETER_LENGTH} characters")
         return value
     if kind is ParameterType.INTEGER and isinstance(value, int) and not isinstance(value, bool):
+        if not INTEGER_RANGE[0] <= value <= INTEGER_RANGE[1]:
+            raise ValueError("must be a 64-bit integer (-2^63 to 2^63-1)")
         return value
     if kind is ParameterType.NUMBER and isinstance(value, int | float) and not isinstance(value, bool):
-        return value
+        return _finite_number(value)
     if kind is ParameterType.BOOLEAN and isinstance(value, bool):
         return value
     if kind is ParameterType.DATE and isinstance(value, str):
         return _parse_date(value)
     raise ValueError(f"must be of type {kind.value}")
+
+
+def _finite_number(value: int | float) -> int | float:
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:  # an integer beyond a double's range
+        finite = False
+    if not finite:
+        raise ValueError("must be a finite number within a double's range")
+    return value
 
 
 def _parse_date(value: str) -> str:
@@ -165,10 +191,10 @@ def validate_definition(report: ReportConfiguration) -> None:
 
 def _name_errors(report: ReportConfiguration) -> list[FieldError]:
     errors = []
-    if not report.name.strip() or len(report.name) > 200:
-        errors.append(FieldError("name", "must be 1 to 200 characters"))
-    if len(report.description) > 2000:
-        errors.append(FieldError("description", "must be at most 2000 characters"))
+    if not report.name.strip() or len(report.name) > MAX_NAME_LENGTH:
+        errors.append(FieldError("name", f"must be 1 to {MAX_NAME_LENGTH} characters"))
+    if len(report.description) > MAX_DESCRIPTION_LENGTH:
+        errors.append(FieldError("description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"))
     if not _DELIVERY_TARGET.match(report.delivery_target):
         errors.append(FieldError("deliveryTarget", "must be an upper-case name such as API_RESPONSE"))
     return errors

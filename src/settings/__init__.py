@@ -66,6 +66,8 @@ class Settings:
     poll_after_seconds: int = 2
     """The `Retry-After` hint on 202 and on the status of unfinished jobs."""
     max_body_bytes: int = 1_048_576
+    request_body_timeout_seconds: float = 30.0
+    """How long a request body may take to arrive whole, from the first read; a slower one is answered 408."""
     database_pool_size: int = 15
     """Connections each process keeps open to the service's database, and never more: requests beyond it wait for a
     free one: under load, opening and closing connections beyond the pool costs more than the wait."""
@@ -127,6 +129,7 @@ class Settings:
             worker_metrics_port=reader.number("WORKER_METRICS_PORT", int, 0, 65_535),
             poll_after_seconds=reader.number("POLL_AFTER_SECONDS", int, 1, 3600),
             max_body_bytes=reader.number("MAX_BODY_BYTES", int, 1024, 100 * 1_048_576),
+            request_body_timeout_seconds=reader.number("REQUEST_BODY_TIMEOUT_SECONDS", float, 0.1, 3600.0),
             database_pool_size=reader.number("DATABASE_POOL_SIZE", int, 1, 1000),
             database_pool_timeout_seconds=reader.number("DATABASE_POOL_TIMEOUT_SECONDS", float, 0.1, 600.0),
             database_lock_timeout_seconds=reader.number("DATABASE_LOCK_TIMEOUT_SECONDS", float, 0.1, 600.0),

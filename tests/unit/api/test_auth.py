@@ -75,7 +75,27 @@ BAD_TOKENS: dict[str, Callable[[tuple[str, str]], str]] = {
     "no-sub": lambda _: hs256({k: v for k, v in claims().items() if k != "sub"}),
     "roles-not-a-list": lambda _: hs256({**claims(), "roles": "admin"}),
     "garbage": lambda _: "not.a.jwt",
+    "exp-nan": lambda _: hs256(claims(exp=float("nan"))),
+    "exp-infinity": lambda _: hs256(claims(exp=float("inf"))),
+    "exp-beyond-a-double": lambda _: hs256(claims(exp=10**400)),
+    "nbf-nan": lambda _: hs256(claims(nbf=float("nan"))),
+    "iat-nan": lambda _: hs256(claims(iat=float("nan"))),
+    "iat-a-string": lambda _: hs256(claims(iat="yesterday")),
+    "sub-lone-surrogate": lambda _: hs256(claims("\ud800")),
+    "sub-nul": lambda _: hs256(claims("al\x00ice")),
+    "sub-newline": lambda _: hs256(claims("alice\nadmin")),
+    "sub-too-long": lambda _: hs256(claims("a" * 256)),
+    "sub-empty": lambda _: hs256(claims("")),
+    "sub-a-number": lambda _: hs256(claims(7)),  # type: ignore[arg-type]
+    "claims-nested-deep": lambda _: _signed(b'{"sub": "alice", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
 }
+
+
+def _signed(payload: bytes) -> str:
+    """An HS256 token with exactly these payload bytes, correctly signed."""
+    signing_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{_b64(payload)}"
+    signature = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
 
 
 async def test_missing_token_is_401_with_bare_bearer_challenge(client: Client) -> None:

@@ -9,6 +9,8 @@ from litestar.testing import AsyncTestClient
 
 from api.app import build_app
 from api.auth import JwtSettings
+from application.job_limits import MAX_LIMIT
+from domain.reports import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_QUERY_LENGTH, PARAMETER_NAME_PATTERN
 from tests.unit.api.conftest import Backend, Client, dependencies
 
 CONTRACT_ROUTES = {
@@ -136,6 +138,21 @@ async def test_openapi_document_describes_request_bodies(
     assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
     assert body["required"] is required
     assert set(doc["components"]["schemas"][schema]["properties"]) == fields[schema]
+
+
+async def test_openapi_document_states_what_the_server_enforces_of_request_bodies(client: Client) -> None:
+    schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    report = schemas["ReportIn"]["properties"]
+
+    closed = {name: schemas[name].get("additionalProperties") for name in ("ReportIn", "ParameterIn", "GenerateIn")}
+    assert closed == dict.fromkeys(closed, False), "unknown keys are a 422"
+    assert (report["name"]["minLength"], report["name"]["maxLength"]) == (1, MAX_NAME_LENGTH)
+    assert report["description"]["maxLength"] == MAX_DESCRIPTION_LENGTH
+    assert report["query"]["maxLength"] == MAX_QUERY_LENGTH
+    assert (report["formats"]["minItems"], report["formats"]["uniqueItems"]) == (1, True)
+    assert schemas["ParameterIn"]["properties"]["name"]["pattern"] == PARAMETER_NAME_PATTERN
+    limit = schemas["JobLimitIn"]["properties"]["maxActiveJobs"]
+    assert (limit["minimum"], limit["maximum"]) == (0, MAX_LIMIT)
 
 
 async def test_openapi_document_describes_problem_responses(client: Client) -> None:
