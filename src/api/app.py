@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.openapi.spec import Components, OpenAPIType, Reference, Schema, SecurityScheme, Tag
 from litestar.params import PathParameter
 from litestar.routes import HTTPRoute
 from prometheus_client import CollectorRegistry
@@ -91,7 +91,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
         debug=deps.debug,
     )
     _bind_options_handlers(app)
-    _close_request_schemas(app)
+    _complete_openapi_document(app)
     # Outside the router, so that requests matching no route get a request id, a log line and metrics too.
     app.asgi_handler = RequestContextMiddleware(
         app.asgi_handler, metrics, deps.access_log, body_timeout_seconds=deps.body_timeout_seconds
@@ -117,14 +117,33 @@ def _bind_options_handlers(app: Litestar) -> None:
                         cell.cell_contents = route
 
 
-def _close_request_schemas(app: Litestar) -> None:
-    """State `additionalProperties: false` on every request body, which refuses unknown keys (`RequestStruct`): Litestar
-    2 leaves it out. Builds the OpenAPI document now, once, rather than at its first request."""
+def _complete_openapi_document(app: Litestar) -> None:
+    """What Litestar 2 leaves out or gets wrong of the document, once, now rather than at its first request:
+
+    - `additionalProperties: false` on every request body, which refuses unknown keys (`RequestStruct`);
+    - `anyOf` for a union of `integer` and `number` (a parameter's `default`): under `oneOf` an integer matches both
+      and so neither, and a validator refuses `25`.
+    """
     schemas = app.openapi_schema.components.schemas or {}
     for struct in request_structs():
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False
+    for schema in schemas.values():
+        _numbers_any_of(schema)
+
+
+def _numbers_any_of(schema: Schema | Reference | bool | None) -> None:
+    if not isinstance(schema, Schema):
+        return
+    if schema.one_of and {"integer", "number"} <= _types_of(schema.one_of):
+        schema.any_of, schema.one_of = schema.one_of, None
+    for inner in [*(schema.properties or {}).values(), schema.items, schema.additional_properties]:
+        _numbers_any_of(inner)
+
+
+def _types_of(alternatives: Sequence[Schema | Reference]) -> set[str]:
+    return {a.type.value for a in alternatives if isinstance(a, Schema) and isinstance(a.type, OpenAPIType)}
 
 
 @get("/{path:str}", include_in_schema=False, sync_to_thread=False)

@@ -153,7 +153,7 @@ class JwtVerifier:
             )
         except JWTError as exc:
             raise InvalidToken(str(exc) or type(exc).__name__) from None
-        except (ValueError, TypeError, RecursionError):  # what python-jose lets through from odd input
+        except (ValueError, TypeError, ArithmeticError, RecursionError):  # python-jose lets these through
             raise InvalidToken("the token is malformed") from None
         return _principal(claims), self._valid_until(claims)
 

@@ -10,9 +10,10 @@ UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 them). JSON can smuggle either in as an escape (`\\u0000`, `\\ud800`)."""
 
 MAX_USER_ID_LENGTH = 255
-USER_ID_PATTERN = rf"^[^\x00-\x1f\x7f\ud800-\udfff]{{1,{MAX_USER_ID_LENGTH}}}$"
-"""A user id (a token's `sub`, a `userId` in a path): 1 to 255 characters, none a control character or a lone
-surrogate. Written with escapes, so that it reads the same in Python and in the OpenAPI document."""
+USER_ID_PATTERN = rf"^[^\x00-\x1f\x7f]{{1,{MAX_USER_ID_LENGTH}}}$"
+"""A user id (a token's `sub`, a `userId` in a path): 1 to 255 characters, none a control character, and text by
+`text_problem`'s rule (no lone surrogate: a pattern tool may not read one). Written with escapes, so that it reads the
+same in Python and in the OpenAPI document."""
 _USER_ID = re.compile(USER_ID_PATTERN)
 
 
@@ -27,4 +28,4 @@ def text_problem(value: str) -> str | None:
 
 
 def is_user_id(value: str) -> bool:
-    return _USER_ID.match(value) is not None
+    return _USER_ID.match(value) is not None and text_problem(value) is None

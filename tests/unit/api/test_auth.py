@@ -80,6 +80,7 @@ BAD_TOKENS: dict[str, Callable[[tuple[str, str]], str]] = {
     "exp-beyond-a-double": lambda _: hs256(claims(exp=10**400)),
     "nbf-nan": lambda _: hs256(claims(nbf=float("nan"))),
     "iat-nan": lambda _: hs256(claims(iat=float("nan"))),
+    "iat-infinity": lambda _: hs256(claims(iat=float("inf"))),  # python-jose's own check raised OverflowError
     "iat-a-string": lambda _: hs256(claims(iat="yesterday")),
     "sub-lone-surrogate": lambda _: hs256(claims("\ud800")),
     "sub-nul": lambda _: hs256(claims("al\x00ice")),
