@@ -30,6 +30,8 @@ class Options:
     """Queued jobs of the single client before its second run at each concurrency."""
     warning_run: bool
     """Also run a second `reportgen serve` at log level WARNING in the many-users case, for the logging's cost."""
+    rounds: int
+    """Many-users case: runs of each app, taken in turn; the figures are those of each app's median run."""
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -46,6 +48,9 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--backlog", type=int, help="the single client's Queued backlog (20000; quick: 2000)")
     parser.add_argument(
         "--no-warning-run", action="store_true", help="skip the reportgen at log level WARNING beside the default"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="many-users case: runs of each app in turn, the median kept (3; quick: 1)"
     )
     parser.add_argument(
         "--noise-budget",
@@ -82,4 +87,5 @@ def parse(argv: list[str] | None = None) -> Options:
         service_env=service_env,
         backlog=args.backlog if args.backlog is not None else 2_000 if quick else 20_000,
         warning_run=not args.no_warning_run,
+        rounds=args.rounds or (1 if quick else 3),
     )

@@ -75,6 +75,13 @@ async def clear_backlog(stack: Stack, db: asyncpg.Connection) -> int:
     return int(deleted)
 
 
+def median_run(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median req/s among an app's rounds (all its figures from that one run), with every round's req/s
+    beside it."""
+    ordered = sorted(entries, key=lambda entry: float(entry["rps"]))
+    return ordered[(len(ordered) - 1) // 2] | {"rounds_rps": [round(float(e["rps"]), 1) for e in entries]}
+
+
 def server_of(stack: Stack, app: str) -> tuple[str, Proc]:
     name, url = {"reportgen": ("api", stack.api_url), "reportgen_warning": ("api-warning", stack.quiet_api_url)}.get(
         app, ("floor", stack.floor_url)
@@ -104,10 +111,14 @@ async def run_http(
     for endpoint in endpoints:
         script = write_script(stack.run_dir, scenario(endpoint, fixtures))
         for connections in options.concurrencies:
-            for app in apps:
-                print(f"bench: {endpoint} c{connections} {app} ...", flush=True)  # noqa: T201
-                entry, tries = await many_users_run(stack, db, options, script, app, connections)
-                results.setdefault(endpoint, {}).setdefault(str(connections), {})[app] = entry | {"tries": tries}
+            runs: dict[str, list[dict[str, Any]]] = {app: [] for app in apps}
+            for round_ in range(1, options.rounds + 1):  # the apps in turn, round after round: drift hits all alike
+                for app in apps:
+                    print(f"bench: {endpoint} c{connections} {app}, round {round_} ...", flush=True)  # noqa: T201
+                    entry, tries = await many_users_run(stack, db, options, script, app, connections)
+                    runs[app].append(entry | {"tries": tries})
+            for app, entries in runs.items():
+                results.setdefault(endpoint, {}).setdefault(str(connections), {})[app] = median_run(entries)
     if "generate" in endpoints:
         one = {app: server_of(stack, app) for app in ("reportgen", "floor")}
         results["single_client"] = await run_single_client(stack, fixtures, db, options, one, one_run)

@@ -11,9 +11,10 @@ from uuid import uuid4
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.errors import ConcurrentUpdate
+from domain.errors import ConcurrentUpdate, InvalidInput
 from domain.jobs import ArtifactRef, JobError, JobStatus
 from domain.reports import ParameterType
+from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.persistence_helpers import T0, a_job, a_report, fields, load_job, started, store
 
@@ -161,3 +162,17 @@ async def test_unfinished_jobs_are_listed_oldest_first(engine: AsyncEngine) -> N
 
     assert [j.id for j in unfinished] == [jobs[1].id, jobs[2].id, jobs[3].id]
     assert [j.id for j in first] == [jobs[1].id]
+
+
+async def test_a_value_postgresql_refuses_is_invalid_input_not_a_server_error(pg_url: str) -> None:
+    """The safety net under the API's own checks: text PostgreSQL cannot hold is the client's error (422)."""
+    engine = create_engine(pg_url)
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            await store(engine, a_report(name="Sa\x00les"))
+    finally:
+        await engine.dispose()
+
+    [error] = refused.value.errors
+    assert error.field == "body"
+    assert error.message.startswith("a value could not be stored (SQLSTATE 22")

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from application.errors import StorageUnavailable
+from domain.errors import FieldError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,20 @@ def describe(error: BaseException) -> str:
 @contextmanager
 def storage_errors() -> Iterator[None]:
     """Wrap database calls: connection problems and transient failures become StorageUnavailable
-    (whose message names the error class and code, never SQL text); other errors pass unchanged."""
+    (whose message names the error class and code, never SQL text); a value the database refused (SQLSTATE class
+    22, data exception) becomes InvalidInput, a 422; other errors pass unchanged.
+
+    The second is a safety net: the API checks what it takes in before it reaches the database, naming the field
+    (`domain.text`, the domain's rules); a value that gets past them is still the client's, not a 500."""
     try:
         yield
     except Exception as exc:
         if is_unavailable(exc):
             raise unavailable(exc) from exc
+        code = _sqlstate(exc)
+        if code is not None and code.startswith("22"):
+            message = f"a value could not be stored (SQLSTATE {code}); check the values you sent"
+            raise InvalidInput([FieldError("body", message)]) from exc
         raise
 
 
