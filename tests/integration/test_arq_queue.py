@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.worker import Retry, Worker
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection as RedisConnection
 from structlog.contextvars import get_contextvars
 
 from application.errors import QueueUnavailable, StorageUnavailable
@@ -142,6 +143,54 @@ async def test_a_connection_dropped_by_redis_does_not_fail_the_next_enqueue(
     await queue.enqueue(uuid4())
 
     assert len(await queued_ids(redis)) == 2
+
+
+class ClosedWhileWriting:
+    """A stream writer whose connection was closed under it by another task, as redis-py meets it: writing raises
+    AttributeError (the transport's internals are gone), not a ConnectionError. Closing it closes the real one."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes = 0
+
+    def writelines(self, _data: object) -> None:
+        self.writes += 1
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    def close(self) -> None:
+        self.real.close()
+
+    async def wait_closed(self) -> None:
+        await self.real.wait_closed()
+
+
+async def test_a_connection_closed_while_a_command_is_written_is_retried_on_a_new_one(
+    queue: ArqJobQueue, redis: ArqRedis
+) -> None:
+    """Seen under load (`make bench`) as a 500: redis-py's AttributeError escaped the enqueue."""
+    await redis.ping()
+    connection = await redis.connection_pool.get_connection()
+    writer = ClosedWhileWriting(connection._writer)  # the race, injected
+    connection._writer = writer
+    await redis.connection_pool.release(connection)
+    job_id = uuid4()
+
+    await queue.enqueue(job_id)
+
+    assert writer.writes == 1
+    assert await queued_ids(redis) == [f"{job_id}:1"]
+
+
+async def test_a_connection_that_keeps_breaking_so_is_queue_unavailable_not_a_server_error(
+    queue: ArqJobQueue, redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def closed_under_us(_connection: object, _command: object) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    monkeypatch.setattr(RedisConnection, "_send_packed_command", closed_under_us)
+
+    with pytest.raises(QueueUnavailable, match="AttributeError"):
+        await queue.enqueue(uuid4())
 
 
 async def test_abort_of_an_unknown_attempt_is_a_no_op_that_writes_nothing(queue: ArqJobQueue, redis: ArqRedis) -> None:

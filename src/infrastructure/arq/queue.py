@@ -46,6 +46,13 @@ def arq_job_id(job_id: UUID, attempt: int) -> str:
     return f"{job_id}:{attempt}"
 
 
+CONNECTION_RACE_ERRORS = (AttributeError, TypeError)
+"""What redis-py's asyncio connection raises, instead of its ConnectionError, when the connection is closed while a
+command is being written to it (a cancelled request closing it as another takes it: `'NoneType' object has no
+attribute 'writelines'`; redis/redis-py#4287, fixed in redis-py 8, and arq needs redis below 6). Retried like a
+dropped connection, and a QueueUnavailable if it happens again."""
+
+
 def create_redis_pool(url: str, *, queue_name: str) -> ArqRedis:
     """A lazily connecting arq client for the API side: it does not ping, so the app starts with Redis down.
 
@@ -58,7 +65,7 @@ def create_redis_pool(url: str, *, queue_name: str) -> ArqRedis:
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
-        retry_on_error=[RedisConnectionError],
+        retry_on_error=[RedisConnectionError, *CONNECTION_RACE_ERRORS],
     )
     pool.default_queue_name = queue_name
     return pool
@@ -134,7 +141,7 @@ class ArqJobQueue(JobQueue):
                 )
             if done == _RELEASED:
                 log.warning("attempt %d of job %s was taken by a worker that is gone; released it", attempt, job_id)
-        except (RedisError, OSError) as exc:  # OSError covers TimeoutError and refused connections
+        except (RedisError, OSError, *CONNECTION_RACE_ERRORS) as exc:  # OSError: TimeoutError, refused connections
             raise QueueUnavailable(f"Redis did not take job {job_id}: {type(exc).__name__}") from exc
 
     async def abort(self, job_id: UUID, attempt: int) -> None:
@@ -159,7 +166,7 @@ class ArqJobQueue(JobQueue):
         try:
             async with asyncio.timeout(self._timeout):
                 marked = await self._abort_script(keys=keys, args=(arq_id, timestamp_ms()))
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, *CONNECTION_RACE_ERRORS) as exc:
             raise QueueUnavailable(f"Redis did not take the abort of job {job_id}: {type(exc).__name__}") from exc
         if marked:
             log.info("abort of attempt %d of job %s requested", attempt, job_id)
