@@ -22,6 +22,7 @@ class OutputFormat:
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat("csv", "text/csv; charset=utf-8", "csv"),
     OutputFormat("json", "application/json", "json"),
+    OutputFormat("ndjson", "application/x-ndjson", "ndjson"),
 )
 
 FORMAT_NAMES: tuple[str, ...] = tuple(f.name for f in OUTPUT_FORMATS)

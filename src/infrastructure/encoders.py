@@ -230,5 +230,20 @@ class JsonEncoder(RowEncoder):
         return self._encoder.encode_lines(list(starmap(self._row_type, rows)))
 
 
-ENCODERS: dict[str, RowEncoderFactory] = {"csv": CsvEncoder, "json": JsonEncoder}
+class NdjsonEncoder(JsonEncoder):
+    """One JSON object per line and nothing around them (NDJSON, also called JSON Lines), with `JsonEncoder`'s value
+    rules; a report without rows is an empty file."""
+
+    def begin(self, columns: Sequence[str]) -> bytes:
+        super().begin(columns)
+        return b""
+
+    def encode(self, rows: Sequence[Row]) -> bytes:
+        return self._encode_finite(rows) if rows else b""
+
+    def end(self) -> bytes:
+        return b""
+
+
+ENCODERS: dict[str, RowEncoderFactory] = {"csv": CsvEncoder, "json": JsonEncoder, "ndjson": NdjsonEncoder}
 """The encoder of each format of `domain.formats.OUTPUT_FORMATS`, by name; start-up checks that the two match."""

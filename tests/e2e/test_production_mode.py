@@ -22,7 +22,7 @@ SERIES = {
     "description": "n and its square, up to a limit",
     "query": "SELECT n, n * n AS square, 'row ' || n AS label FROM generate_series(1, :upto) AS n ORDER BY n",
     "parameters": [{"name": "upto", "type": "integer", "required": False, "default": 5}],
-    "formats": ["csv", "json"],
+    "formats": ["csv", "json", "ndjson"],
     "deliveryTarget": "API_RESPONSE",
     "asyncEnabled": True,
 }
@@ -42,7 +42,7 @@ def generate(client: httpx.Client, report_id: str, body: dict[str, Any] | None =
     return response
 
 
-def test_report_is_accepted_polled_and_downloaded_in_both_formats(production: Deployment) -> None:
+def test_report_is_accepted_polled_and_downloaded_in_every_format(production: Deployment) -> None:
     report_id = create_report(production, SERIES)
     with production.client(production.token("alice")) as alice:
         accepted = generate(alice, report_id, {"parameters": {"upto": 3}, "format": "csv"})
@@ -68,6 +68,16 @@ def test_report_is_accepted_polled_and_downloaded_in_both_formats(production: De
         wait_for_status(alice, as_json["jobId"], {"Succeeded", "Failed"})
         rows = alice.get(as_json["resultUrl"]).json()
         assert rows[-1] == {"n": 5, "square": 25, "label": "row 5"}
+
+        as_ndjson = generate(alice, report_id, {"parameters": {"upto": 2}, "format": "ndjson"}).json()
+        wait_for_status(alice, as_ndjson["jobId"], {"Succeeded", "Failed"})
+        lines = alice.get(as_ndjson["resultUrl"])
+        assert lines.headers["content-type"] == "application/x-ndjson"
+        assert lines.headers["content-disposition"].endswith('.ndjson"')
+        assert [json.loads(line) for line in lines.text.splitlines()] == [
+            {"n": 1, "square": 1, "label": "row 1"},
+            {"n": 2, "square": 4, "label": "row 2"},
+        ]
 
     with production.client(production.token("mallory")) as mallory:
         assert mallory.get(body["statusUrl"]).status_code == 404

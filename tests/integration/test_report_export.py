@@ -107,7 +107,7 @@ async def peak_bytes_of_export(engine: AsyncEngine, root: Path, fmt: str, rows: 
     return peak - baseline
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
 async def test_memory_stays_flat_while_rows_stream_through(engine: AsyncEngine, tmp_path: Path, fmt: str) -> None:
     small = await peak_bytes_of_export(engine, tmp_path, fmt, 20_000)
     large = await peak_bytes_of_export(engine, tmp_path, fmt, 100_000)

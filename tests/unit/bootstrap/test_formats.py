@@ -11,7 +11,7 @@ from bootstrap.formats import OutputFormatMismatch, encoders_for
 from domain.formats import FORMAT_NAMES, OUTPUT_FORMATS, OutputFormat
 from infrastructure.encoders import ENCODERS, JsonEncoder
 
-NDJSON = OutputFormat("ndjson", "application/x-ndjson", "ndjson")
+TSV = OutputFormat("tsv", "text/tab-separated-values", "tsv")
 
 
 def test_every_registered_format_has_its_encoder() -> None:
@@ -19,26 +19,26 @@ def test_every_registered_format_has_its_encoder() -> None:
 
 
 def test_a_new_format_takes_one_registered_description_and_one_encoder() -> None:
-    encoders = encoders_for((*OUTPUT_FORMATS, NDJSON), {**ENCODERS, "ndjson": JsonEncoder})
+    encoders = encoders_for((*OUTPUT_FORMATS, TSV), {**ENCODERS, "tsv": JsonEncoder})
 
-    assert list(encoders) == [*FORMAT_NAMES, "ndjson"]
-    assert encoders["ndjson"] is JsonEncoder
+    assert list(encoders) == [*FORMAT_NAMES, "tsv"]
+    assert encoders["tsv"] is JsonEncoder
 
 
 @pytest.mark.parametrize(
     ("formats", "encoders", "message"),
     [
-        ((*OUTPUT_FORMATS, NDJSON), ENCODERS, "output formats: 'ndjson' has no encoder"),
+        ((*OUTPUT_FORMATS, TSV), ENCODERS, "output formats: 'tsv' has no encoder"),
         (
             OUTPUT_FORMATS,
-            {**ENCODERS, "ndjson": JsonEncoder},
-            "output formats: the encoder 'ndjson' has no registered format",
+            {**ENCODERS, "tsv": JsonEncoder},
+            "output formats: the encoder 'tsv' has no registered format",
         ),
         ((*OUTPUT_FORMATS, OUTPUT_FORMATS[0]), ENCODERS, f"output formats: {FORMAT_NAMES[0]!r} is registered 2 times"),
         (
-            (*OUTPUT_FORMATS, NDJSON),
+            (*OUTPUT_FORMATS, TSV),
             {**ENCODERS, "xlsx": JsonEncoder},
-            "output formats: 'ndjson' has no encoder; the encoder 'xlsx' has no registered format",
+            "output formats: 'tsv' has no encoder; the encoder 'xlsx' has no registered format",
         ),
     ],
     ids=["format-without-encoder", "encoder-without-format", "format-twice", "both"],

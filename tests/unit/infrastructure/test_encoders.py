@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 
 from application.ports import Row, RowEncoder
-from infrastructure.encoders import ENCODERS, CsvEncoder, JsonEncoder
+from infrastructure.encoders import ENCODERS, CsvEncoder, JsonEncoder, NdjsonEncoder
 
 
 def encode_all(encoder: RowEncoder, columns: Sequence[str], *batches: Sequence[Row]) -> bytes:
@@ -22,7 +22,7 @@ def parse_csv(data: bytes) -> list[list[str]]:
 
 
 def test_registry_maps_each_format_to_its_encoder() -> None:
-    assert {"csv": CsvEncoder, "json": JsonEncoder} == ENCODERS
+    assert {"csv": CsvEncoder, "json": JsonEncoder, "ndjson": NdjsonEncoder} == ENCODERS
 
 
 def test_csv_has_a_header_row_and_crlf_line_ends() -> None:
@@ -254,3 +254,31 @@ def test_json_accepts_column_names_that_are_not_identifiers() -> None:
     data = encode_all(JsonEncoder(), ["order count", "?column?", ""], [(1, 2, 3)])
 
     assert json.loads(data) == [{"order count": 1, "?column?": 2, "": 3}]
+
+
+def ndjson_lines(data: bytes) -> list[object]:
+    assert data == b"" or data.endswith(b"\n"), "every line ends with a newline"
+    return [json.loads(line) for line in data.decode("utf-8").split("\n")[:-1]]
+
+
+@pytest.mark.parametrize("batches", [[], [[]], [[], []]])
+def test_ndjson_with_no_rows_is_an_empty_file(batches: list[list[Row]]) -> None:
+    assert encode_all(NdjsonEncoder(), ["a"], *batches) == b""
+
+
+def test_ndjson_writes_one_object_per_line_across_batches_with_the_json_value_rules() -> None:
+    day = date(2026, 1, 2)
+    batches: list[list[Row]] = [
+        [(1, "a\nb", Decimal("1.50"))],
+        [],
+        [(2, None, Decimal("NaN")), (3, "é", Decimal("Infinity"))],
+    ]
+
+    data = encode_all(NdjsonEncoder(), ["n", "text", "d"], *batches) + encode_all(NdjsonEncoder(), ["day"], [(day,)])
+
+    assert ndjson_lines(data) == [
+        {"n": 1, "text": "a\nb", "d": 1.5},
+        {"n": 2, "text": None, "d": None},
+        {"n": 3, "text": "é", "d": None},
+        {"day": "2026-01-02"},
+    ]
