@@ -22,7 +22,7 @@ $(UV): tools/uv-requirements.txt
 	@$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r tools/uv-requirements.txt && touch $(UV)
 
 $(STAMP): pyproject.toml uv.lock $(UV)
-	@$(UV) sync --quiet --locked --extra dev --python $(PYTHON) && touch $(STAMP)
+	@$(UV) sync --quiet --locked --extra dev --extra parquet --python $(PYTHON) && touch $(STAMP)
 
 install: $(STAMP) ## create .venv with exactly the versions in uv.lock (reportgen and its dev tools)
 

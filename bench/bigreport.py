@@ -1,5 +1,6 @@
-"""Big report: the 6-column report at each size as CSV and JSON through a freshly started worker (so that its
-peak RSS, /proc VmHWM, belongs to that one job), beside `COPY (same query) TO STDOUT (FORMAT csv)` through psql.
+"""Big report: the 6-column report at each size in each streamed format (CSV, JSON, NDJSON, XLSX, Parquet) through a
+freshly started worker (so that its peak RSS, /proc VmHWM, belongs to that one job), beside `COPY (same query) TO
+STDOUT (FORMAT csv)` through psql; and once as a PDF with a line chart at the PDF's row cap.
 
 Seconds are the job's `finished_at - created_at` (queue pickup included; the service's own clock on this
 machine); COPY's are psql's wall time, process start included, writing to a file in the same directory.
@@ -21,7 +22,9 @@ from bench.fixtures import BIG_QUERY, Fixtures, bearer, generate_body, wait_term
 from bench.noise import least_noisy, others_cpu, others_of, others_percent, wait_quiet
 from bench.stack import DB_NAME, Stack
 
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "ndjson", "xlsx", "parquet")
+PDF_ROWS = 10_000
+"""The PDF's default row cap (`REPORTGEN_PDF_MAX_ROWS`): its document of that many rows, chart included."""
 MB = 1_000_000
 
 
@@ -94,4 +97,8 @@ async def run_bigreport(
             run["ratio_to_copy"] = round(copy["seconds"] / run["seconds"], 3) if "seconds" in copy else None
             results["runs"].append(run)
             _delete_artifacts(stack)
+    print(f"bench: big report {PDF_ROWS:,} rows: pdf ...", flush=True)  # noqa: T201
+    run, tries = await least_noisy(partial(one_report, stack, fixtures, db, PDF_ROWS, "pdf"), others_of)
+    results["pdf"] = {**run, "tries": tries}
+    _delete_artifacts(stack)
     return results

@@ -32,7 +32,8 @@ BIG_REPORT = {
     "description": "make bench: 6 computed columns over generate_series",
     "query": BIG_QUERY,
     "parameters": [{"name": "rows", "type": "integer", "default": 1000}],
-    "formats": ["csv", "json"],
+    "formats": ["csv", "json", "ndjson", "xlsx", "parquet", "pdf"],
+    "chart": {"type": "line", "x": "id", "y": ["amount", "bucket"]},
 }
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 

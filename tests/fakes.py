@@ -18,6 +18,7 @@ from application.ports import (
     ArtifactStore,
     JobQueue,
     JobReader,
+    RenderContext,
     ReportDataSource,
     Row,
     RowEncoder,
@@ -360,7 +361,11 @@ class FakeReportDataSource(ReportDataSource):
 
 
 class LinesEncoder(RowEncoder):
-    """A trivial format for use-case tests: a header line, then one comma-joined line per row."""
+    """A trivial format for use-case tests: a header line, then one comma-joined line per row, and the title of the
+    context it was made for as the last line."""
+
+    def __init__(self, context: RenderContext) -> None:
+        self.context = context
 
     def begin(self, columns: Sequence[str]) -> bytes:
         return (",".join(columns) + "\n").encode()
@@ -368,8 +373,8 @@ class LinesEncoder(RowEncoder):
     def encode(self, rows: Sequence[Row]) -> bytes:
         return b"".join((",".join(map(str, row)) + "\n").encode() for row in rows)
 
-    def end(self) -> bytes:
-        return b""
+    async def end(self) -> AsyncIterator[bytes]:
+        yield f"# {self.context.title}\n".encode()
 
 
 class FakeClock:

@@ -29,10 +29,13 @@ from domain.jobs import JobStatus
 from domain.reports import (
     API_RESPONSE,
     DELIVERY_TARGET_PATTERN,
+    MAX_CHART_SERIES,
     MAX_DESCRIPTION_LENGTH,
     MAX_NAME_LENGTH,
     MAX_QUERY_LENGTH,
     PARAMETER_NAME_PATTERN,
+    Chart,
+    ChartType,
     ParameterType,
     ParamValue,
     ReportParameter,
@@ -110,6 +113,35 @@ class ParameterIn(RequestStruct):
     default: ParamValue = None
 
 
+ChartColumn: TypeAlias = Annotated[str, KwargDefinition(min_length=1)]
+ChartSeries: TypeAlias = Annotated[
+    list[ChartColumn], KwargDefinition(min_items=1, max_items=MAX_CHART_SERIES, schema_extra={"uniqueItems": True})
+]
+
+
+class ChartIn(RequestStruct):
+    """A chart drawn above a PDF's table: `x` names the column of the categories (bar) or x values (line), `y`
+    the columns of the series; the names are checked against the query's columns when a job runs (a job whose
+    query lacks one fails with INVALID_CHART)."""
+
+    type: ChartType
+    x: ChartColumn
+    y: ChartSeries
+
+    def to_chart(self) -> Chart:
+        return Chart(self.type, self.x, tuple(self.y))
+
+
+class ChartOut(WireStruct):
+    type: ChartType
+    x: str
+    y: list[str]
+
+
+def chart_out(chart: Chart | None) -> ChartOut | None:
+    return None if chart is None else ChartOut(type=chart.type, x=chart.x, y=list(chart.y))
+
+
 class ReportIn(RequestStruct):
     """A report configuration as an admin writes it (POST creates, PUT replaces)."""
 
@@ -120,6 +152,10 @@ class ReportIn(RequestStruct):
     formats: Formats = msgspec.field(default_factory=lambda: [DEFAULT_FORMAT])
     delivery_target: DeliveryTarget = API_RESPONSE
     async_enabled: bool = True
+    chart: ChartIn | None = None
+    csv_formula_escape: bool = False
+    """Write text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return first) with a
+    `'` before it in CSV results. Off by default: CSV stays byte for byte what the query returned."""
 
     def to_definition(self) -> ReportDefinition:
         parameters = tuple(ReportParameter(p.name, p.type, p.required, p.default) for p in self.parameters)
@@ -131,6 +167,8 @@ class ReportIn(RequestStruct):
             formats=tuple(self.formats),
             delivery_target=self.delivery_target,
             async_enabled=self.async_enabled,
+            chart=None if self.chart is None else self.chart.to_chart(),
+            csv_formula_escape=self.csv_formula_escape,
         )
 
 
@@ -160,6 +198,8 @@ class ReportOut(WireStruct, kw_only=True):
     formats: list[FormatName]
     delivery_target: str
     async_enabled: bool
+    chart: ChartOut | None
+    csv_formula_escape: bool
     created_at: datetime | None
     updated_at: datetime | None
 

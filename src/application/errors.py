@@ -53,5 +53,16 @@ class ReportQueryFailed(ApplicationError):
         self.detail = detail
 
 
+class ReportOutputFailed(ApplicationError):
+    """The rows could not be written in the job's format, for a reason that a retry will not fix: a chart naming a
+    column the query does not return, a Parquet column whose values change type. `code` is the job's error code,
+    `message` is safe to show whoever may see the job."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class ReportTimedOut(ApplicationError):
     """The report's query ran past the statement timeout."""

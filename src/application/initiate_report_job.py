@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
@@ -12,8 +12,10 @@ from application.ports import Clock, IdFactory, JobAdmission, JobQueue, UnitOfWo
 from domain.errors import (
     ConcurrentUpdate,
     DuplicateIdempotencyKey,
+    FieldError,
     IdempotencyKeyReused,
     InvalidJobTransition,
+    InvalidParameters,
     ReportNotFound,
     TooManyActiveJobs,
 )
@@ -63,6 +65,7 @@ class InitiateAsynchronousReportJob:
         clock: Clock,
         *,
         default_limit: int = 0,
+        installed_formats: Collection[str] | None = None,
         new_id: IdFactory = uuid4,
     ) -> None:
         self._uow = uow
@@ -71,6 +74,7 @@ class InitiateAsynchronousReportJob:
         self._clock = clock
         self._new_id = new_id
         self._default_limit = default_limit
+        self._installed_formats = installed_formats
 
     async def execute(self, command: InitiateReportJob) -> JobInitiated:
         replay = await self._replay(command)
@@ -109,6 +113,7 @@ class InitiateAsynchronousReportJob:
                 raise ReportNotFound(command.report_id)
             report.ensure_async_api_delivery()
             request = report.resolve(command.parameters, command.format)
+            self._ensure_installed(request.format)
             now = self._clock()
             job = JobExecutionLog.queue(
                 job_id=self._new_id(),
@@ -129,6 +134,12 @@ class InitiateAsynchronousReportJob:
             if admission is Admission.TOO_MANY_ACTIVE:
                 raise TooManyActiveJobs
         raise ConcurrentUpdate(command.report_id)  # the report changed on every read
+
+    def _ensure_installed(self, name: str) -> None:
+        """A format's library may be an optional install (parquet): a job this service cannot run is not taken."""
+        if self._installed_formats is not None and name not in self._installed_formats:
+            message = f"the {name} format is not installed on this server; ask its operator, or use another format"
+            raise InvalidParameters([FieldError("format", message)])
 
     async def _close_unqueued(self, job: JobExecutionLog, command: InitiateReportJob) -> None:
         """Close a job that no worker will hear of; free its idempotency key so that a retry starts afresh."""

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from application.ports import Clock, IdFactory, UnitOfWorkFactory
 from domain.errors import ReportNotFound
 from domain.formats import DEFAULT_FORMAT
-from domain.reports import API_RESPONSE, ReportConfiguration, ReportParameter
+from domain.reports import API_RESPONSE, Chart, ReportConfiguration, ReportParameter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,6 +21,8 @@ class ReportDefinition:
     formats: tuple[str, ...] = (DEFAULT_FORMAT,)
     delivery_target: str = API_RESPONSE
     async_enabled: bool = True
+    chart: Chart | None = None
+    csv_formula_escape: bool = False
 
 
 class CreateReport:
@@ -104,6 +106,8 @@ def _report(
         formats=d.formats,
         delivery_target=d.delivery_target,
         async_enabled=d.async_enabled,
+        chart=d.chart,
+        csv_formula_escape=d.csv_formula_escape,
         created_at=created_at,
         updated_at=updated_at,
     )

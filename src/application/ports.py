@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -12,7 +13,7 @@ from uuid import UUID
 
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog
-from domain.reports import Binding, ReportConfiguration
+from domain.reports import Binding, Chart, ParamValue, ReportConfiguration
 from domain.repositories import Admission, IdempotencyRepository, JobOwnerRepository, JobRepository, ReportRepository
 
 Clock = Callable[[], datetime]
@@ -197,8 +198,37 @@ class ReportDataSource(Protocol):
     ) -> AbstractAsyncContextManager[RowStream]: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderContext:
+    """What an encoder may need besides the rows: a document's title and what it was run with, a report's output
+    options."""
+
+    title: str
+    """The report's name."""
+    parameters: Mapping[str, ParamValue]
+    """The values the job ran with, every declared parameter included."""
+    generated_at: datetime
+    chart: Chart | None = None
+    csv_formula_escape: bool = False
+
+    @classmethod
+    def of(cls, job: JobExecutionLog, now: datetime) -> RenderContext:
+        return cls(
+            title=job.report_name,
+            parameters=job.parameters,
+            generated_at=now,
+            chart=job.chart,
+            csv_formula_escape=job.csv_formula_escape,
+        )
+
+
 class RowEncoder(Protocol):
-    """Turns rows into the bytes of one output format (CSV, JSON, ...)."""
+    """Turns rows into the bytes of one output format, one encoder per artifact: `begin`, `encode` for each batch,
+    then the bytes of `end`; `close` always, last.
+
+    A streamed format (CSV, JSON) returns its bytes as they come. A file format (XLSX, PDF, Parquet) may keep what
+    it needs and return it from `end`, in chunks, after work it does off the event loop. `begin`, `encode` and `end`
+    raise ReportOutputFailed when the rows cannot be written in the format."""
 
     @abstractmethod
     def begin(self, columns: Sequence[str]) -> bytes: ...
@@ -207,7 +237,11 @@ class RowEncoder(Protocol):
     def encode(self, rows: Sequence[Row]) -> bytes: ...
 
     @abstractmethod
-    def end(self) -> bytes: ...
+    def end(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None:
+        """Release what the encoder holds (temporary files, a writer thread), whether or not `end` ran."""
+        return None
 
 
-RowEncoderFactory = Callable[[], RowEncoder]
+RowEncoderFactory = Callable[[RenderContext], RowEncoder]

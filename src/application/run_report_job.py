@@ -12,14 +12,22 @@ from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID
 
-from application.errors import QueueUnavailable, ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.errors import (
+    QueueUnavailable,
+    ReportOutputFailed,
+    ReportQueryFailed,
+    ReportTimedOut,
+    StorageUnavailable,
+)
 from application.heartbeat import Heartbeat, LeaseLost
 from application.ports import (
     ArtifactStore,
     Clock,
     JobLedger,
     JobQueue,
+    RenderContext,
     ReportDataSource,
+    RowEncoder,
     RowEncoderFactory,
 )
 from domain.errors import ConcurrentUpdate, InvalidJobTransition
@@ -163,6 +171,8 @@ class RunReportJob:
         except ReportQueryFailed as exc:
             message = f"The report query failed: {exc.message}"
             return await self._fail(job, ErrorCode.REPORT_QUERY_FAILED, message, exc.detail)
+        except ReportOutputFailed as exc:
+            return await self._fail(job, exc.code, exc.message)
         except StorageUnavailable:
             return await self._retry_or_fail(job)
         except Exception:
@@ -201,19 +211,31 @@ class RunReportJob:
         return True
 
     async def _produce(self, job: JobExecutionLog) -> ArtifactRef:
-        encoder = self._encoders[job.format]()
+        encoder = self._encoder(job)
         rows_written = 0
-        async with (
-            self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
-            self._artifacts.create(job.artifact_key()) as sink,
-        ):
-            await sink.write(encoder.begin(rows.columns))
-            async for batch in rows.batches():
-                await sink.write(encoder.encode(batch))
-                rows_written += len(batch)
-                job.report_progress(estimate_progress(rows_written, rows.estimated_rows))
-            await sink.write(encoder.end())
+        try:
+            async with (
+                self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
+                self._artifacts.create(job.artifact_key()) as sink,
+            ):
+                await sink.write(encoder.begin(rows.columns))
+                async for batch in rows.batches():
+                    await sink.write(encoder.encode(batch))
+                    rows_written += len(batch)
+                    job.report_progress(estimate_progress(rows_written, rows.estimated_rows))
+                async for chunk in encoder.end():
+                    await sink.write(chunk)
+        finally:
+            encoder.close()
         return ArtifactRef(job.artifact_key(), sink.size, sink.sha256)
+
+    def _encoder(self, job: JobExecutionLog) -> RowEncoder:
+        factory = self._encoders.get(job.format)
+        if factory is None:  # a format whose optional library this worker lacks (the API refuses it where it knows)
+            raise ReportOutputFailed(
+                ErrorCode.FORMAT_UNAVAILABLE, f"The {job.format} format is not installed on the worker that ran it."
+            )
+        return factory(RenderContext.of(job, self._clock()))
 
     async def _succeed(self, job: JobExecutionLog, artifact: ArtifactRef) -> RunResult:
         now = self._clock()

@@ -30,6 +30,7 @@ from bootstrap.formats import encoders_for
 from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
+from infrastructure.formats import installed_encoders
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.metrics import (
     JobGauges,
@@ -157,7 +158,8 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         ledger = metrics.observe_ledger(PostgresJobLedger(engine))
         reader = PostgresJobReader(engine)
     source = SqlReportDataSource(reporting)
-    run = RunReportJob(ledger, source, artifacts, encoders_for(), queue, clock, _policy(settings))
+    encoders = encoders_for(encoders=installed_encoders(pdf_max_rows=settings.pdf_max_rows))
+    run = RunReportJob(ledger, source, artifacts, encoders, queue, clock, _policy(settings))
     return Container(
         settings=settings,
         engine=engine,
@@ -167,7 +169,12 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         run_job=metrics.instrument(run.execute),
         use_cases=UseCases(
             initiate=InitiateAsynchronousReportJob(
-                uow, admission, queue, clock, default_limit=settings.max_active_jobs_per_user
+                uow,
+                admission,
+                queue,
+                clock,
+                default_limit=settings.max_active_jobs_per_user,
+                installed_formats=frozenset(encoders),
             ),
             get_status=GetJobStatus(reader),
             get_result=GetJobResult(reader, artifacts, clock),

@@ -2,7 +2,8 @@
 
 Everything else follows from `OUTPUT_FORMATS`: the formats a report may allow, a result's `Content-Type` and file
 name, the API's enum of format names. Adding a format is one entry here and its encoder in
-`infrastructure.encoders.ENCODERS`; start-up refuses a format without an encoder, or an encoder without a format.
+`infrastructure.formats.installed_encoders`; start-up refuses a format without an encoder (unless its library is an
+optional install: `OPTIONAL_ENCODERS`), or an encoder without a format.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat("csv", "text/csv; charset=utf-8", "csv"),
     OutputFormat("json", "application/json", "json"),
     OutputFormat("ndjson", "application/x-ndjson", "ndjson"),
+    OutputFormat("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx"),
+    OutputFormat("pdf", "application/pdf", "pdf"),
+    OutputFormat("parquet", "application/vnd.apache.parquet", "parquet"),
 )
 
 FORMAT_NAMES: tuple[str, ...] = tuple(f.name for f in OUTPUT_FORMATS)

@@ -11,7 +11,15 @@ from uuid import UUID
 
 from domain.errors import InvalidJobTransition
 from domain.formats import extension_of, media_type_of
-from domain.reports import Binding, ParameterType, ParamValue, ReportConfiguration, ResolvedRequest, bindings
+from domain.reports import (
+    Binding,
+    Chart,
+    ParameterType,
+    ParamValue,
+    ReportConfiguration,
+    ResolvedRequest,
+    bindings,
+)
 
 
 class JobStatus(StrEnum):
@@ -43,6 +51,12 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "WORKER_LOST"
     WORKER_STOPPED = "WORKER_STOPPED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    INVALID_CHART = "INVALID_CHART"
+    """The report's chart names a column that the query does not return."""
+    OUTPUT_FAILED = "OUTPUT_FAILED"
+    """The rows could not be written in the job's format (e.g. a Parquet column whose values change type)."""
+    FORMAT_UNAVAILABLE = "FORMAT_UNAVAILABLE"
+    """The worker that ran the job lacks the optional library of its format."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +108,7 @@ class JobOwner:
 class JobExecutionLog:
     """One requested run of a report. It owns its state machine; terminal statuses never change.
 
-    The report's name, query and parameter types are copied in when the job is created, so that a job
+    The report's name, query, parameter types and output options are copied in when the job is created, so that a job
     runs the report as it was accepted even if the report is changed or deleted afterwards.
     """
 
@@ -107,6 +121,8 @@ class JobExecutionLog:
     parameters: dict[str, ParamValue]
     parameter_types: dict[str, ParameterType]
     created_at: datetime
+    chart: Chart | None = None
+    csv_formula_escape: bool = False
     status: JobStatus = JobStatus.QUEUED
     progress: int = 0
     attempts: int = 0
@@ -152,6 +168,8 @@ class JobExecutionLog:
             parameters=request.parameters,
             parameter_types=request.parameter_types,
             created_at=now,
+            chart=report.chart,
+            csv_formula_escape=report.csv_formula_escape,
             request_id=request_id,
         )
 

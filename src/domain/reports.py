@@ -38,6 +38,29 @@ class ParameterType(StrEnum):
     DATE = "date"
 
 
+class ChartType(StrEnum):
+    BAR = "bar"
+    LINE = "line"
+
+
+MAX_CHART_SERIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A chart drawn above the table of a PDF: `x` names the column of the categories (bar) or of the x values
+    (line), `y` the columns of the series. The names are checked against the query's columns when a job runs: a
+    query's columns are known only then."""
+
+    type: ChartType
+    x: str
+    y: tuple[str, ...]
+
+    def missing_columns(self, columns: Sequence[str]) -> list[str]:
+        """The columns this chart names that are not among `columns`, in the chart's order."""
+        return [name for name in (self.x, *self.y) if name not in columns]
+
+
 @dataclass(frozen=True, slots=True)
 class ReportParameter:
     name: str
@@ -126,6 +149,12 @@ class ReportConfiguration:
     formats: tuple[str, ...] = (DEFAULT_FORMAT,)
     delivery_target: str = API_RESPONSE
     async_enabled: bool = True
+    chart: Chart | None = None
+    """Drawn above the table of a PDF result; other formats ignore it."""
+    csv_formula_escape: bool = False
+    """Whether a CSV result writes text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or
+    carriage return first) with a `'` before it. Off by default, so that CSV stays byte for byte what the query
+    returned."""
     created_at: datetime | None = None
     updated_at: datetime | None = None
     deleted_at: datetime | None = field(default=None)
@@ -184,7 +213,13 @@ class ReportConfiguration:
 
 def validate_definition(report: ReportConfiguration) -> None:
     """Everything checkable without a database: one SELECT, declared binds, sane names, types and formats."""
-    errors = [*_name_errors(report), *_query_errors(report), *_format_errors(report), *_parameter_errors(report)]
+    errors = [
+        *_name_errors(report),
+        *_query_errors(report),
+        *_format_errors(report),
+        *_parameter_errors(report),
+        *_chart_errors(report.chart),
+    ]
     if errors:
         raise InvalidReportDefinition(errors)
 
@@ -224,6 +259,21 @@ def _format_errors(report: ReportConfiguration) -> list[FieldError]:
     if len(set(report.formats)) != len(report.formats):
         return [FieldError("formats", "must not repeat a format")]
     return []
+
+
+def _chart_errors(chart: Chart | None) -> list[FieldError]:
+    if chart is None:
+        return []
+    errors = []
+    if not chart.x.strip():
+        errors.append(FieldError("chart.x", "must name a column of the query"))
+    if not chart.y or len(chart.y) > MAX_CHART_SERIES:
+        errors.append(FieldError("chart.y", f"must name 1 to {MAX_CHART_SERIES} columns of the query"))
+    elif any(not name.strip() for name in chart.y):
+        errors.append(FieldError("chart.y", "must name columns of the query"))
+    elif len(set(chart.y)) != len(chart.y):
+        errors.append(FieldError("chart.y", "must not repeat a column"))
+    return errors
 
 
 def _parameter_errors(report: ReportConfiguration) -> list[FieldError]:

@@ -1,4 +1,4 @@
-"""Demo data and reports for the embedded mode: a small sales table and three reports to try the API on."""
+"""Demo data and reports for the embedded mode: a small sales table and five reports to try the API on."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.ports import UnitOfWorkFactory
-from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from domain.reports import Chart, ChartType, ParameterType, ReportConfiguration, ReportParameter
 
 SALES_SUMMARY_ID = UUID("00000000-0000-4000-8000-000000000001")
 ORDER_LINES_ID = UUID("00000000-0000-4000-8000-000000000002")
 EMAIL_DIGEST_ID = UUID("00000000-0000-4000-8000-000000000003")
+REVENUE_BY_REGION_ID = UUID("00000000-0000-4000-8000-000000000004")
+DAILY_REVENUE_ID = UUID("00000000-0000-4000-8000-000000000005")
 DEMO_ROWS = 20_000
 
 _metadata = sa.MetaData()
@@ -43,7 +45,7 @@ DEMO_REPORTS = (
             ReportParameter("region", ParameterType.STRING),
             ReportParameter("since", ParameterType.DATE, default="2026-01-01"),
         ),
-        formats=("csv", "json"),
+        formats=("csv", "json", "xlsx", "pdf", "ndjson"),
     ),
     ReportConfiguration(
         id=ORDER_LINES_ID,
@@ -56,7 +58,34 @@ DEMO_REPORTS = (
             "FROM copy CROSS JOIN demo_sales AS s ORDER BY copy.n, s.id"
         ),
         parameters=(ReportParameter("copies", ParameterType.INTEGER, default=25),),
-        formats=("csv", "json"),
+        formats=("csv", "json", "xlsx", "ndjson", "parquet"),
+    ),
+    ReportConfiguration(
+        id=REVENUE_BY_REGION_ID,
+        name="Revenue by region",
+        description="Revenue and units per region since a date, as a PDF with a bar chart (or a spreadsheet).",
+        query=(
+            "SELECT region, round(sum(amount), 2) AS revenue, sum(quantity) AS units, count(*) AS orders\n"
+            "FROM demo_sales WHERE sold_on >= :since GROUP BY region ORDER BY revenue DESC"
+        ),
+        parameters=(ReportParameter("since", ParameterType.DATE, default="2025-01-01"),),
+        formats=("pdf", "xlsx", "csv", "json"),
+        chart=Chart(ChartType.BAR, "region", ("revenue",)),
+    ),
+    ReportConfiguration(
+        id=DAILY_REVENUE_ID,
+        name="Daily revenue",
+        description="Revenue and orders per day between two dates, as a PDF with a line chart.",
+        query=(
+            "SELECT sold_on AS day, round(sum(amount), 2) AS revenue, count(*) AS orders\n"
+            "FROM demo_sales WHERE sold_on >= :since AND sold_on < :until GROUP BY sold_on ORDER BY sold_on"
+        ),
+        parameters=(
+            ReportParameter("since", ParameterType.DATE, default="2025-01-01"),
+            ReportParameter("until", ParameterType.DATE, default="2025-04-01"),
+        ),
+        formats=("pdf", "xlsx", "csv", "json"),
+        chart=Chart(ChartType.LINE, "day", ("revenue",)),
     ),
     ReportConfiguration(
         id=EMAIL_DIGEST_ID,

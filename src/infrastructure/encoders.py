@@ -1,11 +1,12 @@
-"""Output formats: rows to CSV (RFC 4180) or to one JSON array of objects, a whole batch per call."""
+"""The streamed output formats: rows to CSV (RFC 4180), to one JSON array of objects, or to NDJSON, a whole batch per
+call."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import chain, repeat, starmap
@@ -15,7 +16,7 @@ from uuid import UUID
 
 import msgspec
 
-from application.ports import Row, RowEncoder, RowEncoderFactory
+from application.ports import RenderContext, Row, RowEncoder
 
 # Types that msgspec.to_builtins turns into the strings we want (ISO 8601, base64), in C.
 _ISO_TYPES = (datetime, date, time, timedelta, UUID, bytes)
@@ -26,6 +27,13 @@ _NON_FINITE_MARKERS = (b"NaN", b"Infinity")
 # "sNaN", "-Infinity"); an exponent is written with "e"/"E".
 _NON_FINITE_LETTERS = ("n", "N")
 _BOOL_TEXT = {True: "true", False: "false"}
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes as the start of a formula in a text value (OWASP's list for CSV injection)."""
+
+
+def formula_escaped(text: str) -> str:
+    """`text` with a `'` before it if a spreadsheet would run it as a formula: the cell then shows the text."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
 def _json_fallback(value: Any) -> Any:
@@ -117,23 +125,32 @@ class CsvEncoder(RowEncoder):
 
     None is an empty field, booleans are `true`/`false`, dates and times ISO 8601 (UTC as `Z`),
     decimals exact in plain notation. NaN and infinities are NULL (an empty field; null inside arrays), as in JSON.
+    With the report's `csvFormulaEscape`, a text value (never a number) that starts with `=`, `+`, `-`, `@`, a tab
+    or a carriage return gets a `'` before it, and so does such a column name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, context: RenderContext | None = None) -> None:
         self._out = io.StringIO()
         self._writer = csv.writer(self._out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
         self._width = 0
+        self._escape = context is not None and context.csv_formula_escape
 
     def begin(self, columns: Sequence[str]) -> bytes:
         self._width = len(columns)
-        self._writer.writerow(columns)
+        self._writer.writerow(list(map(formula_escaped, columns)) if self._escape else columns)
         return self._take()
 
     def encode(self, rows: Sequence[Row]) -> bytes:
         if not rows:
             return b""
         # Column by column: a column of one type is converted in one call, and the whole batch joined at once.
-        converted = [_csv_texts(list(map(itemgetter(index), rows))) for index in range(self._width)]
+        values = [list(map(itemgetter(index), rows)) for index in range(self._width)]
+        converted = [_csv_texts(column) for column in values]
+        if self._escape:
+            converted = [
+                (_escape_text_values(v, texts), unquoted)
+                for v, (texts, unquoted) in zip(values, converted, strict=True)
+            ]
         columns = [texts for texts, _ in converted]
         if self._joinable(columns, [texts for texts, unquoted in converted if not unquoted]):
             return ("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode()
@@ -141,8 +158,8 @@ class CsvEncoder(RowEncoder):
         self._writer.writerows(zip(*columns, strict=True) if columns else rows)
         return self._take()
 
-    def end(self) -> bytes:
-        return b""
+    async def end(self) -> AsyncIterator[bytes]:
+        yield b""
 
     def _joinable(self, columns: Sequence[Sequence[str]], free_text: Sequence[Sequence[str]]) -> bool:
         """Whether joining with `,` and CRLF gives what the csv module writes: no field (of the columns that may hold
@@ -159,7 +176,16 @@ class CsvEncoder(RowEncoder):
         return text.encode()
 
 
-def _unique_names(columns: Sequence[str]) -> list[str]:
+def _escape_text_values(values: Sequence[Any], texts: Sequence[str]) -> Sequence[str]:
+    """The texts of one column, those of text values (not numbers, not dates) escaped by `formula_escaped`."""
+    if not any(isinstance(value, str) for value in values):
+        return texts
+    return [
+        formula_escaped(text) if isinstance(value, str) else text for value, text in zip(values, texts, strict=True)
+    ]
+
+
+def unique_names(columns: Sequence[str]) -> list[str]:
     """JSON object keys must be unique: a repeated column name gets a suffix (`n`, `n_2`, `n_3`)."""
     names: list[str] = []
     for column in columns:
@@ -189,13 +215,13 @@ class JsonEncoder(RowEncoder):
     times ISO 8601 strings, UUIDs strings; other unknown types are written as their `str()`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, context: RenderContext | None = None) -> None:
         self._encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_json_fallback)
         self._row_type: Callable[..., msgspec.Struct] = msgspec.defstruct("Row", [])
         self._rows_written = False
 
     def begin(self, columns: Sequence[str]) -> bytes:
-        names = _unique_names(columns)
+        names = unique_names(columns)
         fields = [f"f{index}" for index in range(len(names))]
         # A struct type per report: building one per row is a C call, much cheaper than a dict. gc=False: a row
         # struct cannot be part of a reference cycle, and a million tracked objects would make the collector
@@ -212,8 +238,8 @@ class JsonEncoder(RowEncoder):
         # Encoded JSON never holds a raw newline, so each "\n" ends exactly one row object.
         return separator + lines[:-1].replace(b"\n", b",\n")
 
-    def end(self) -> bytes:
-        return b"\n]\n" if self._rows_written else b"]\n"
+    async def end(self) -> AsyncIterator[bytes]:
+        yield b"\n]\n" if self._rows_written else b"]\n"
 
     def _encode_finite(self, rows: Sequence[Row]) -> bytes:
         """The rows with NaN and infinite decimals as null. msgspec up to 0.22 writes them as `NaN`/`Infinity`
@@ -241,9 +267,5 @@ class NdjsonEncoder(JsonEncoder):
     def encode(self, rows: Sequence[Row]) -> bytes:
         return self._encode_finite(rows) if rows else b""
 
-    def end(self) -> bytes:
-        return b""
-
-
-ENCODERS: dict[str, RowEncoderFactory] = {"csv": CsvEncoder, "json": JsonEncoder, "ndjson": NdjsonEncoder}
-"""The encoder of each format of `domain.formats.OUTPUT_FORMATS`, by name; start-up checks that the two match."""
+    async def end(self) -> AsyncIterator[bytes]:
+        yield b""

@@ -49,6 +49,8 @@ class Settings:
     """Jobs one worker process (or the embedded worker) runs at once."""
     result_ttl_seconds: int = 86_400
     """How long a Succeeded job's artifact is kept before the retention sweep deletes it."""
+    pdf_max_rows: int = 10_000
+    """Rows a PDF result shows at most; past them it says how many there were and suggests xlsx or csv."""
     max_active_jobs_per_user: int = 10
     """Queued + Running jobs one user may have unless an admin set a limit of their own; over it, generate answers
     429. 0: no limit."""
@@ -121,6 +123,7 @@ class Settings:
             worker_concurrency=reader.number("WORKER_CONCURRENCY", int, 1, 1000),
             result_ttl_seconds=reader.number("RESULT_TTL_SECONDS", int, 1, 365 * 86_400),
             max_active_jobs_per_user=reader.number("MAX_ACTIVE_JOBS_PER_USER", int, 0, 1_000_000),
+            pdf_max_rows=reader.number("PDF_MAX_ROWS", int, 1, 1_000_000),
             lease_seconds=reader.number("LEASE_SECONDS", float, 1.0, 3600.0),
             reconcile_interval_seconds=reader.period("RECONCILE_INTERVAL_SECONDS"),
             sweep_interval_seconds=reader.period("SWEEP_INTERVAL_SECONDS"),

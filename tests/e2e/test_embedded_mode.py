@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 import time
 from pathlib import Path
 
+import openpyxl
+import pypdf
 import pytest
 
 from tests.e2e.conftest import Deployment, Process, _base_env, wait_for_status
@@ -43,6 +46,28 @@ def test_printed_token_and_curl_flow_produce_the_demo_report(embedded: tuple[Dep
         metrics = client.get("/metrics").text
         assert 'reportgen_job_runs_total{outcome="succeeded"}' in metrics, "the embedded worker's jobs are counted"
         assert "reportgen_jobs_submitted_total" in metrics
+
+
+def test_the_demo_charts_come_out_as_pdfs_and_spreadsheets(embedded: tuple[Deployment, Process]) -> None:
+    deployment, process = embedded
+    with deployment.client(printed_token(process)) as client:
+        reports = {r["name"]: r for r in client.get("/api/v1/reports").json()}
+        results = {}
+        for name, fmt in [("Revenue by region", "pdf"), ("Daily revenue", "pdf"), ("Revenue by region", "xlsx")]:
+            job = client.post(f"/api/v1/reports/{reports[name]['id']}/generate", json={"format": fmt}).json()
+            assert wait_for_status(client, job["jobId"], {"Succeeded", "Failed"})["status"] == "Succeeded"
+            results[name, fmt] = client.get(job["resultUrl"]).content
+
+    assert reports["Revenue by region"]["chart"] == {"type": "bar", "x": "region", "y": ["revenue"]}
+    bar = pypdf.PdfReader(io.BytesIO(results["Revenue by region", "pdf"])).pages[0].extract_text()
+    line = pypdf.PdfReader(io.BytesIO(results["Daily revenue", "pdf"])).pages[0].extract_text()
+    assert "Bar chart of revenue by region" in bar
+    assert "Line chart of revenue by day" in line
+    [sheet] = openpyxl.load_workbook(io.BytesIO(results["Revenue by region", "xlsx"])).worksheets
+    header, *rows = [[cell.value for cell in row] for row in sheet.rows]
+    assert header == ["region", "revenue", "units", "orders"]
+    assert {row[0] for row in rows} == {"EU", "US", "APAC", "LATAM"}
+    assert all(isinstance(row[1], float | int) for row in rows)
 
 
 def test_an_operators_own_secret_mints_no_admin_token_at_start(tmp_path: Path) -> None:

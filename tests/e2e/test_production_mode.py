@@ -11,6 +11,9 @@ import subprocess
 from typing import Any
 
 import httpx
+import openpyxl
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pypdf
 import pytest
 
 from tests.e2e.conftest import BIN, Deployment, wait_for_status
@@ -22,9 +25,10 @@ SERIES = {
     "description": "n and its square, up to a limit",
     "query": "SELECT n, n * n AS square, 'row ' || n AS label FROM generate_series(1, :upto) AS n ORDER BY n",
     "parameters": [{"name": "upto", "type": "integer", "required": False, "default": 5}],
-    "formats": ["csv", "json", "ndjson"],
+    "formats": ["csv", "json", "ndjson", "xlsx", "pdf", "parquet"],
     "deliveryTarget": "API_RESPONSE",
     "asyncEnabled": True,
+    "chart": {"type": "bar", "x": "label", "y": ["square"]},
 }
 
 
@@ -79,9 +83,42 @@ def test_report_is_accepted_polled_and_downloaded_in_every_format(production: De
             {"n": 2, "square": 4, "label": "row 2"},
         ]
 
+        downloads = {fmt: download(alice, report_id, fmt) for fmt in ("xlsx", "pdf", "parquet")}
+
+    [sheet] = openpyxl.load_workbook(io.BytesIO(downloads["xlsx"])).worksheets
+    assert [[c.value for c in row] for row in sheet.rows] == [
+        ["n", "square", "label"],
+        *([n, n * n, f"row {n}"] for n in range(1, 6)),
+    ]
+    pdf_text = pypdf.PdfReader(io.BytesIO(downloads["pdf"])).pages[0].extract_text()
+    assert all(text in pdf_text for text in ("Series", "upto = 5", "square", "row 5", "Bar chart of square by label"))
+    assert pq.read_table(io.BytesIO(downloads["parquet"])).to_pydict() == {
+        "n": [1, 2, 3, 4, 5],
+        "square": [1, 4, 9, 16, 25],
+        "label": [f"row {n}" for n in range(1, 6)],
+    }
+
     with production.client(production.token("mallory")) as mallory:
         assert mallory.get(body["statusUrl"]).status_code == 404
         assert mallory.get(body["resultUrl"]).status_code == 404
+
+
+def download(client: httpx.Client, report_id: str, fmt: str) -> bytes:
+    """Generate the report in `fmt`, wait for it, and download it, checking its media type and file name."""
+    accepted = generate(client, report_id, {"format": fmt}).json()
+    status = wait_for_status(client, accepted["jobId"], {"Succeeded", "Failed"})
+    assert status["status"] == "Succeeded", status
+    result = client.get(accepted["resultUrl"])
+    assert result.headers["content-type"] == MEDIA_TYPES[fmt]
+    assert result.headers["content-disposition"].endswith(f'.{fmt}"')
+    return result.content
+
+
+MEDIA_TYPES = {
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pdf": "application/pdf",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 def test_request_id_of_the_generate_call_appears_in_the_worker_log(production: Deployment) -> None:

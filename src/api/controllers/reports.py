@@ -12,7 +12,7 @@ from msgspec import UNSET
 
 from api.auth import AuthenticatedRequest, admin_only
 from api.errors import problem_responses
-from api.schemas import JsonBody, ParameterOut, ReportId, ReportIn, ReportOut, utc
+from api.schemas import JsonBody, ParameterOut, ReportId, ReportIn, ReportOut, chart_out, utc
 from api.services import ApiServices
 from application.manage_reports import CreateReport, DeleteReport, UpdateReport
 from domain.reports import ReportConfiguration
@@ -36,6 +36,8 @@ def report_out(report: ReportConfiguration, *, show_query: bool) -> ReportOut:
         formats=list(report.formats),
         delivery_target=report.delivery_target,
         async_enabled=report.async_enabled,
+        chart=chart_out(report.chart),
+        csv_formula_escape=report.csv_formula_escape,
         created_at=utc(report.created_at),
         updated_at=utc(report.updated_at),
     )

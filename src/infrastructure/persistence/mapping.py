@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
-from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from domain.reports import Chart, ChartType, ParameterType, ReportConfiguration, ReportParameter
 
 
 class Row(Protocol):
@@ -28,6 +28,8 @@ def report_to_row(report: ReportConfiguration) -> dict[str, Any]:
         "formats": list(report.formats),
         "delivery_target": report.delivery_target,
         "async_enabled": report.async_enabled,
+        "chart": chart_to_json(report.chart),
+        "csv_formula_escape": report.csv_formula_escape,
         "created_at": report.created_at,
         "updated_at": report.updated_at,
         "deleted_at": report.deleted_at,
@@ -46,10 +48,20 @@ def row_to_report(row: Row) -> ReportConfiguration:
         formats=tuple(row["formats"]),
         delivery_target=row["delivery_target"],
         async_enabled=row["async_enabled"],
+        chart=json_to_chart(row["chart"]),
+        csv_formula_escape=row["csv_formula_escape"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         deleted_at=row["deleted_at"],
     )
+
+
+def chart_to_json(chart: Chart | None) -> dict[str, Any] | None:
+    return None if chart is None else {"type": chart.type.value, "x": chart.x, "y": list(chart.y)}
+
+
+def json_to_chart(document: Any) -> Chart | None:
+    return None if document is None else Chart(ChartType(document["type"]), document["x"], tuple(document["y"]))
 
 
 def job_state(job: JobExecutionLog) -> dict[str, Any]:
@@ -97,6 +109,8 @@ def job_to_row(job: JobExecutionLog) -> dict[str, Any]:
         "format": job.format,
         "parameters": job.parameters,
         "parameter_types": {name: kind.value for name, kind in job.parameter_types.items()},
+        "chart": chart_to_json(job.chart),
+        "csv_formula_escape": job.csv_formula_escape,
         "created_at": job.created_at,
         "request_id": job.request_id,
         "version": job.version,
@@ -115,6 +129,8 @@ def row_to_job(row: Row) -> JobExecutionLog:
         parameters=row["parameters"],
         parameter_types={name: ParameterType(kind) for name, kind in row["parameter_types"].items()},
         created_at=row["created_at"],
+        chart=json_to_chart(row["chart"]),
+        csv_formula_escape=row["csv_formula_escape"],
         status=JobStatus(row["status"]),
         progress=row["progress"],
         attempts=row["attempts"],

@@ -73,6 +73,8 @@ _DEFINITION_COLUMNS = (
     "formats",
     "delivery_target",
     "async_enabled",
+    "chart",
+    "csv_formula_escape",
     "updated_at",
 )
 

@@ -10,7 +10,13 @@ from litestar.testing import AsyncTestClient
 from api.app import build_app
 from api.auth import JwtSettings
 from application.job_limits import MAX_LIMIT
-from domain.reports import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, MAX_QUERY_LENGTH, PARAMETER_NAME_PATTERN
+from domain.reports import (
+    MAX_CHART_SERIES,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_QUERY_LENGTH,
+    PARAMETER_NAME_PATTERN,
+)
 from tests.unit.api.conftest import Backend, Client, dependencies
 
 CONTRACT_ROUTES = {
@@ -129,7 +135,17 @@ async def test_openapi_document_describes_request_bodies(
     client: Client, path: str, method: str, schema: str, required: bool
 ) -> None:
     fields = {
-        "ReportIn": {"name", "description", "query", "parameters", "formats", "deliveryTarget", "asyncEnabled"},
+        "ReportIn": {
+            "name",
+            "description",
+            "query",
+            "parameters",
+            "formats",
+            "deliveryTarget",
+            "asyncEnabled",
+            "chart",
+            "csvFormulaEscape",
+        },
         "GenerateIn": {"parameters", "format"},
     }
     doc = (await client.get("/schema/openapi.json")).json()
@@ -144,13 +160,19 @@ async def test_openapi_document_states_what_the_server_enforces_of_request_bodie
     schemas = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     report = schemas["ReportIn"]["properties"]
 
-    closed = {name: schemas[name].get("additionalProperties") for name in ("ReportIn", "ParameterIn", "GenerateIn")}
+    closed = {
+        name: schemas[name].get("additionalProperties") for name in ("ReportIn", "ParameterIn", "GenerateIn", "ChartIn")
+    }
     assert closed == dict.fromkeys(closed, False), "unknown keys are a 422"
     assert (report["name"]["minLength"], report["name"]["maxLength"]) == (1, MAX_NAME_LENGTH)
     assert report["description"]["maxLength"] == MAX_DESCRIPTION_LENGTH
     assert report["query"]["maxLength"] == MAX_QUERY_LENGTH
     assert (report["formats"]["minItems"], report["formats"]["uniqueItems"]) == (1, True)
     assert schemas["ParameterIn"]["properties"]["name"]["pattern"] == PARAMETER_NAME_PATTERN
+    series = schemas["ChartIn"]["properties"]["y"]
+    assert (series["minItems"], series["maxItems"], series["uniqueItems"]) == (1, MAX_CHART_SERIES, True)
+    chart_type = schemas["ChartIn"]["properties"]["type"]
+    assert schemas[chart_type["$ref"].rsplit("/", 1)[1]]["enum"] == ["bar", "line"]
     limit = schemas["JobLimitIn"]["properties"]["maxActiveJobs"]
     assert (limit["minimum"], limit["maximum"]) == (0, MAX_LIMIT)
 

@@ -120,7 +120,7 @@ async def test_report_id_that_is_not_a_uuid_is_400_naming_the_parameter(client: 
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"formats": ["pdf"]}, "formats"),
+        ({"formats": ["docx"]}, "formats"),
         ({"query": "DELETE FROM orders"}, "query"),
         ({"parameters": [{"name": "since", "type": "duration"}]}, "parameters[0].type"),
         ({"parameters": [{"name": "since", "type": "date", "default": "yesterday"}]}, "parameters[0].default"),
@@ -170,3 +170,37 @@ async def test_huge_body_is_413(client: Client, admin: dict[str, str]) -> None:
 
     assert response.status_code == 413
     assert response.json()["title"] == "Request Entity Too Large"
+
+
+async def test_a_report_keeps_its_chart_and_csv_formula_escape(client: Client, admin: dict[str, str]) -> None:
+    chart = {"type": "bar", "x": "day", "y": ["n"]}
+    body = {**NEW_REPORT, "formats": ["pdf", "csv"], "chart": chart, "csvFormulaEscape": True}
+
+    created = await client.post("/api/v1/reports", json=body, headers=admin)
+    minimal = await client.post("/api/v1/reports", json={"name": "One", "query": "SELECT 1"}, headers=admin)
+
+    assert created.status_code == 201, created.text
+    assert (created.json()["chart"], created.json()["csvFormulaEscape"]) == (chart, True)
+    fetched = await client.get(created.headers["location"], headers=admin)
+    assert (fetched.json()["chart"], fetched.json()["csvFormulaEscape"]) == (chart, True)
+    assert (minimal.json()["chart"], minimal.json()["csvFormulaEscape"]) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("chart", "field"),
+    [
+        ({"type": "pie", "x": "day", "y": ["n"]}, "chart.type"),
+        ({"type": "bar", "x": "day", "y": []}, "chart.y"),
+        ({"type": "bar", "x": "day", "y": ["n", "n"]}, "chart.y"),
+        ({"type": "bar", "y": ["n"]}, "chart"),
+    ],
+    ids=["unknown-type", "no-series", "series-twice", "no-x"],
+)
+async def test_a_chart_that_cannot_be_drawn_is_a_422_naming_its_field(
+    client: Client, admin: dict[str, str], chart: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/api/v1/reports", json={**NEW_REPORT, "chart": chart}, headers=admin)
+
+    assert response.status_code in (400, 422), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in response.text

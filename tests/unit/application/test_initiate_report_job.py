@@ -64,6 +64,28 @@ async def test_invalid_parameters_create_no_job(
     assert db.jobs == {}
 
 
+async def test_a_format_whose_library_this_service_lacks_is_refused_naming_the_format_and_creates_no_job(
+    uow: Callable[[], FakeUnitOfWork],
+    queue: FakeJobQueue,
+    clock: FakeClock,
+    report: ReportConfiguration,
+    db: FakeDatabase,
+) -> None:
+    initiate = InitiateAsynchronousReportJob(
+        uow, UnitOfWorkAdmission(uow), queue, clock, installed_formats=frozenset({"csv"})
+    )
+
+    with pytest.raises(InvalidParameters) as exc:
+        await initiate.execute(InitiateReportJob(report_id=report.id, user_id="a", format="json"))
+
+    [error] = exc.value.errors
+    assert error.field == "format"
+    assert "the json format is not installed on this server" in error.message
+    assert (db.jobs, queue.enqueued) == ({}, [])
+    accepted = await initiate.execute(InitiateReportJob(report_id=report.id, user_id="a", format="csv"))
+    assert accepted.job_id in db.jobs
+
+
 async def test_queue_failure_raises_and_closes_the_job_as_never_queued(
     initiate: InitiateAsynchronousReportJob, report: ReportConfiguration, db: FakeDatabase, queue: FakeJobQueue
 ) -> None:

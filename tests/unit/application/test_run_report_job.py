@@ -6,9 +6,9 @@ from uuid import UUID
 
 import pytest
 
-from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.errors import ReportOutputFailed, ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.job_ledger import UnitOfWorkJobLedger
-from application.ports import RowStream
+from application.ports import RenderContext, Row, RowStream
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult, estimate_progress
 from domain.jobs import ArtifactRef, ErrorCode, JobStatus
 from domain.reports import Binding
@@ -98,7 +98,8 @@ async def test_job_runs_its_query_into_an_artifact_and_succeeds(
     assert result.outcome is Outcome.SUCCEEDED
     assert (job.status, job.progress, job.attempts, job.lease_expires_at) == (JobStatus.SUCCEEDED, 100, 1, None)
     assert job.artifact is not None
-    assert store.files[job.artifact.key] == b"region,n\nEU,0\nEU,1\nEU,2\nEU,3\nEU,4\n"
+    # The encoder was made for this job: its last line is the report's name, from the job's render context.
+    assert store.files[job.artifact.key] == b"region,n\nEU,0\nEU,1\nEU,2\nEU,3\nEU,4\n# Sales\n"
     assert job.artifact.size == len(store.files[job.artifact.key])
     assert job.expires_at is not None
     assert job.finished_at is not None
@@ -164,6 +165,69 @@ async def test_a_failed_query_keeps_the_database_message_apart_from_the_owners_m
     assert error is not None
     assert error.message == "The report query failed: check the parameters you sent"
     assert error.detail == 'column "salary" is secret'
+
+
+class RefusingEncoder(LinesEncoder):
+    """Refuses the rows at the second batch, as a Parquet column that changes type does; records its close."""
+
+    closed = 0
+
+    def __init__(self, context: RenderContext) -> None:
+        super().__init__(context)
+        self.batches_seen = 0
+
+    def encode(self, rows: Sequence[Row]) -> bytes:
+        if self.batches_seen == 1:
+            raise ReportOutputFailed(ErrorCode.OUTPUT_FAILED, "Column 'n' holds values of more than one type.")
+        self.batches_seen += 1
+        return super().encode(rows)
+
+    def close(self) -> None:
+        RefusingEncoder.closed += 1
+
+
+async def test_rows_the_format_cannot_hold_fail_the_job_with_the_encoders_code_and_no_artifact(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+) -> None:
+    source = FakeReportDataSource(columns=("n",), rows=[(i,) for i in range(5)])
+    run = RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"csv": RefusingEncoder}, queue, clock, POLICY)
+    RefusingEncoder.closed = 0
+
+    result = await run.execute(job_id)
+
+    job = db.jobs[job_id]
+    assert result.outcome is Outcome.FAILED
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == (
+        ErrorCode.OUTPUT_FAILED,
+        "Column 'n' holds values of more than one type.",
+    )
+    assert store.files == {}
+    assert RefusingEncoder.closed == 1, "the encoder is closed when it fails too"
+
+
+async def test_a_format_this_worker_has_no_encoder_for_fails_the_job_saying_so(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    source: FakeReportDataSource,
+    store: FakeArtifactStore,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+) -> None:
+    run = RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"json": LinesEncoder}, queue, clock, POLICY)
+
+    await run.execute(job_id)
+
+    error = db.jobs[job_id].error
+    assert error is not None
+    assert error.code == ErrorCode.FORMAT_UNAVAILABLE
+    assert error.message == "The csv format is not installed on the worker that ran it."
 
 
 async def test_error_midway_publishes_no_artifact(

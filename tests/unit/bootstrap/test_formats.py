@@ -9,13 +9,23 @@ import pytest
 from application.ports import RowEncoderFactory
 from bootstrap.formats import OutputFormatMismatch, encoders_for
 from domain.formats import FORMAT_NAMES, OUTPUT_FORMATS, OutputFormat
-from infrastructure.encoders import ENCODERS, JsonEncoder
+from infrastructure.encoders import JsonEncoder
+from infrastructure.formats import installed_encoders
 
 TSV = OutputFormat("tsv", "text/tab-separated-values", "tsv")
+ENCODERS = installed_encoders()
 
 
 def test_every_registered_format_has_its_encoder() -> None:
     assert list(encoders_for()) == list(FORMAT_NAMES)
+
+
+def test_a_format_whose_optional_library_is_not_installed_has_no_encoder_and_is_not_a_mismatch() -> None:
+    without_parquet = {name: encoder for name, encoder in ENCODERS.items() if name != "parquet"}
+
+    assert list(encoders_for(OUTPUT_FORMATS, without_parquet)) == [name for name in FORMAT_NAMES if name != "parquet"]
+    with pytest.raises(OutputFormatMismatch, match="'parquet' has no encoder"):
+        encoders_for(OUTPUT_FORMATS, without_parquet, optional={})
 
 
 def test_a_new_format_takes_one_registered_description_and_one_encoder() -> None:
@@ -37,8 +47,8 @@ def test_a_new_format_takes_one_registered_description_and_one_encoder() -> None
         ((*OUTPUT_FORMATS, OUTPUT_FORMATS[0]), ENCODERS, f"output formats: {FORMAT_NAMES[0]!r} is registered 2 times"),
         (
             (*OUTPUT_FORMATS, TSV),
-            {**ENCODERS, "xlsx": JsonEncoder},
-            "output formats: 'tsv' has no encoder; the encoder 'xlsx' has no registered format",
+            {**ENCODERS, "xls": JsonEncoder},
+            "output formats: 'tsv' has no encoder; the encoder 'xls' has no registered format",
         ),
     ],
     ids=["format-without-encoder", "encoder-without-format", "format-twice", "both"],

@@ -1,9 +1,11 @@
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 
 from domain.errors import InvalidParameters, InvalidReportDefinition, ReportNotAsyncDeliverable
-from domain.reports import ParameterType, ReportConfiguration, ReportParameter
+from domain.jobs import JobExecutionLog
+from domain.reports import MAX_CHART_SERIES, Chart, ChartType, ParameterType, ReportConfiguration, ReportParameter
 
 
 def make_report(**changes: object) -> ReportConfiguration:
@@ -83,7 +85,7 @@ def test_report_for_email_delivery_is_not_async_deliverable() -> None:
         ({"query": "SELECT 1; DROP TABLE sales"}, "query"),
         ({"query": "SELECT :undeclared"}, "query"),
         ({"formats": ()}, "formats"),
-        ({"formats": ("pdf",)}, "formats"),
+        ({"formats": ("docx",)}, "formats"),
         ({"name": " "}, "name"),
         ({"parameters": (ReportParameter("1bad", ParameterType.STRING),)}, "parameters[0].name"),
         ({"parameters": (ReportParameter("n", ParameterType.INTEGER, default="x"),)}, "parameters[0].default"),
@@ -100,3 +102,37 @@ def test_invalid_definitions_are_refused(changes: dict[str, object], field: str)
 def test_casts_comments_and_trailing_semicolon_are_accepted() -> None:
     report = make_report(query="-- sales\n/* all */ WITH x AS (SELECT 1::int AS n) SELECT n FROM x;", parameters=())
     assert report.query.endswith(";")
+
+
+def test_a_chart_names_at_least_one_series_and_no_series_twice() -> None:
+    for chart, field in [
+        (Chart(ChartType.BAR, "day", ()), "chart.y"),
+        (Chart(ChartType.BAR, "day", ("n", "n")), "chart.y"),
+        (Chart(ChartType.LINE, " ", ("n",)), "chart.x"),
+        (Chart(ChartType.LINE, "day", tuple(f"c{i}" for i in range(MAX_CHART_SERIES + 1))), "chart.y"),
+    ]:
+        with pytest.raises(InvalidReportDefinition) as exc:
+            make_report(chart=chart)
+        assert field_names(exc) == {field}
+
+
+def test_a_chart_says_which_of_its_columns_a_query_does_not_return() -> None:
+    chart = Chart(ChartType.BAR, "region", ("amount", "tax"))
+
+    assert chart.missing_columns(["region", "amount", "tax"]) == []
+    assert chart.missing_columns(["amount"]) == ["region", "tax"]
+
+
+def test_a_job_keeps_the_output_options_of_its_report_as_they_were_when_it_was_accepted() -> None:
+    report = make_report(chart=Chart(ChartType.LINE, "day", ("n",)), csv_formula_escape=True)
+    job = JobExecutionLog.queue(
+        job_id=uuid4(),
+        report=report,
+        request=report.resolve({"since": "2026-01-01"}, None),
+        owner_id="alice",
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+    report.chart, report.csv_formula_escape = None, False
+
+    assert (job.chart, job.csv_formula_escape) == (Chart(ChartType.LINE, "day", ("n",)), True)

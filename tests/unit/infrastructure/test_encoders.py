@@ -1,3 +1,4 @@
+import asyncio
 import csv
 import io
 import json
@@ -9,20 +10,21 @@ from uuid import UUID
 
 import pytest
 
-from application.ports import Row, RowEncoder
-from infrastructure.encoders import ENCODERS, CsvEncoder, JsonEncoder, NdjsonEncoder
+from application.ports import RenderContext, Row, RowEncoder
+from infrastructure.encoders import CsvEncoder, JsonEncoder, NdjsonEncoder
 
 
 def encode_all(encoder: RowEncoder, columns: Sequence[str], *batches: Sequence[Row]) -> bytes:
-    return encoder.begin(columns) + b"".join(encoder.encode(batch) for batch in batches) + encoder.end()
+    data = encoder.begin(columns) + b"".join(encoder.encode(batch) for batch in batches)
+    return data + asyncio.run(end_bytes(encoder))
+
+
+async def end_bytes(encoder: RowEncoder) -> bytes:
+    return b"".join([chunk async for chunk in encoder.end()])
 
 
 def parse_csv(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
-
-
-def test_registry_maps_each_format_to_its_encoder() -> None:
-    assert {"csv": CsvEncoder, "json": JsonEncoder, "ndjson": NdjsonEncoder} == ENCODERS
 
 
 def test_csv_has_a_header_row_and_crlf_line_ends() -> None:
@@ -282,3 +284,25 @@ def test_ndjson_writes_one_object_per_line_across_batches_with_the_json_value_ru
         {"n": 3, "text": "é", "d": None},
         {"day": "2026-01-02"},
     ]
+
+
+def escaping_context() -> RenderContext:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return RenderContext(title="t", parameters={}, generated_at=now, csv_formula_escape=True)
+
+
+def test_csv_formula_escape_puts_a_quote_before_text_a_spreadsheet_would_run() -> None:
+    texts = ["=1+1", "+A1", "-2", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", ""]
+    rows = [(text, -5, Decimal("-1.5")) for text in texts]
+
+    lines = parse_csv(encode_all(CsvEncoder(escaping_context()), ["=name", "n", "d"], rows))
+
+    assert lines[0] == ["'=name", "n", "d"]
+    assert [line[0] for line in lines[1:]] == ["'=1+1", "'+A1", "'-2", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", ""]
+    assert {(line[1], line[2]) for line in lines[1:]} == {("-5", "-1.5")}, "numbers are never escaped"
+
+
+def test_csv_without_formula_escape_is_byte_for_byte_what_the_query_returned() -> None:
+    rows = [("=1+1", "@x")]
+
+    assert encode_all(CsvEncoder(), ["a", "b"], rows) == b"a,b\r\n=1+1,@x\r\n"

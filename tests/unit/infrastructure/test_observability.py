@@ -207,7 +207,7 @@ async def test_a_succeeded_job_is_counted_started_and_finished_with_its_wait_and
     assert world.value("reportgen_jobs_finished_total", {"status": "Succeeded", "error_code": "none"}) == 1
     assert world.value("reportgen_job_queue_wait_seconds_sum") == 3
     assert world.value("reportgen_job_queue_wait_seconds_bucket", {"le": "2.5"}) == 0
-    assert world.value("reportgen_job_artifact_size_bytes_sum") == len(b"n\n1\n2\n3\n")
+    assert world.value("reportgen_job_artifact_size_bytes_sum") == len(b"n\n1\n2\n3\n# Sales\n")
 
 
 @pytest.mark.parametrize("ledger", [False, True], ids=["unit-of-work", "job-ledger"])
