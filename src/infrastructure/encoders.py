@@ -43,8 +43,13 @@ def _json_fallback(value: Any) -> Any:
 _JSON = msgspec.json.Encoder(decimal_format="number", enc_hook=_json_fallback)
 
 
-def _csv_text(value: object) -> str:
-    """One value as the csv module writes it (after our own conversions); the reference for the column fast paths."""
+def value_text(value: object) -> str:
+    """The text of one value: the field CSV writes (the reference for its column fast paths), and what every other
+    format writes for a value it holds as text (an XLSX cell, a PDF table cell, a Parquet column of mixed types).
+
+    NULL is empty, booleans `true`/`false`, decimals exact in plain notation, NaN and infinities empty (NULL, as in
+    JSON), dates, times and intervals ISO 8601 (UTC as `Z`), UUIDs their text, binary values base64, arrays and JSON
+    documents compact JSON (NaN inside as null)."""
     if isinstance(value, bool):
         return _BOOL_TEXT[value]
     if value is None:
@@ -69,7 +74,7 @@ def _decimal_texts(values: Sequence[Any]) -> Sequence[str]:
     texts: list[str] = msgspec.to_builtins(values)
     joined = "".join(texts)
     if any(letter in joined for letter in _NON_FINITE_LETTERS):
-        return list(map(_csv_text, values))
+        return list(map(value_text, values))
     if "E" in joined or "e" in joined:
         return list(map(format, values, repeat("f")))
     return texts
@@ -78,7 +83,7 @@ def _decimal_texts(values: Sequence[Any]) -> Sequence[str]:
 def _float_texts(values: Sequence[Any]) -> Sequence[str]:
     texts = list(map(str, values))
     if any(letter in "".join(texts) for letter in _NON_FINITE_LETTERS):
-        return list(map(_csv_text, values))
+        return list(map(value_text, values))
     return texts
 
 
@@ -113,7 +118,7 @@ def _csv_texts(values: Sequence[Any]) -> tuple[Sequence[str], bool]:
     kinds.discard(type(None))
     convert = _COLUMN_TEXTS.get(kinds.pop()) if len(kinds) == 1 else None
     if convert is None:  # mixed types, unusual types, or only NULLs: value by value
-        return [_csv_text(value) for value in values], unquoted
+        return [value_text(value) for value in values], unquoted
     if not nullable:
         return convert(values), unquoted
     texts = iter(convert([value for value in values if value is not None]))

@@ -12,6 +12,7 @@ Longer than most modules, on purpose: the type rules and the writer that enforce
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
@@ -19,14 +20,13 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from application.errors import ReportOutputFailed
 from application.ports import RenderContext, Row, RowEncoder
 from domain.jobs import ErrorCode
-from infrastructure.encoders import unique_names
+from infrastructure.encoders import unique_names, value_text
 
 COMPRESSION = "zstd"
 """zstd rather than snappy: files noticeably smaller (report files are downloaded, often more than once) for about
@@ -44,52 +44,13 @@ def _same(values: Values) -> Values:
     return values
 
 
-def _finite_or_none(value: object) -> object:
-    """The value with every NaN or infinite Decimal in it (in arrays and JSON documents too) replaced by None."""
-    if isinstance(value, Decimal):
-        return value if value.is_finite() else None
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    return value
-
-
-_NON_FINITE_MARKERS = (b"NaN", b"Infinity")
-_JSON = msgspec.json.Encoder(decimal_format="number", enc_hook=str)
-
-
-def _json_text(value: object) -> bytes:
-    """Compact JSON; NaN and infinities, which JSON cannot express, become null (msgspec does so for floats). For
-    decimals, msgspec up to 0.22 writes `NaN`, 0.23 refuses them: either way the value is encoded again without."""
-    try:
-        text = _JSON.encode(value)
-        if not any(marker in text for marker in _NON_FINITE_MARKERS):
-            return text
-    except ValueError:
-        pass
-    return _JSON.encode(_finite_or_none(value))
-
-
-_FLOAT_TEXTS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # PostgreSQL's spelling
-
-
-def _text(value: object) -> str | bytes | None:
-    """A value of a column of mixed (or unknown) types as text; bytes (JSON) are UTF-8, which Arrow takes as is."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        return _FLOAT_TEXTS.get(text, text)
-    if isinstance(value, Decimal):
-        return format(value, "f") if value.is_finite() else None  # exact, never in exponent notation
-    if isinstance(value, list | tuple | dict):
-        return _json_text(value)
-    if isinstance(value, datetime | date | time | timedelta | bytes):
-        return str(msgspec.to_builtins(value))  # ISO 8601; bytes as base64
-    return str(value)
+def _text(value: object) -> str | None:
+    """A value of a column of mixed (or unknown) types as text: as CSV writes it, NaN and infinities as NULL."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    return value_text(value)
 
 
 def _finite_decimals(values: Values) -> Values:

@@ -12,18 +12,16 @@ narrowed until it fits, none narrower than `MIN_COLUMN_WIDTH`: a table with more
 that width shows the first `MAX_COLUMNS`. Text longer than its column is cut, ending in `…`. A note above the table
 says when rows or columns were left out.
 
-Values: NULL, NaN and infinities are empty; booleans are `true`/`false`; dates, times and timestamps are ISO 8601 (a
-timestamp with a time zone in UTC, ending in `Z`); decimals are written out exactly; binary values are `<N bytes>`;
-arrays and JSON documents are compact JSON; anything else is its text. The font is reportlab's Bitstream Vera,
-embedded as a subset: Latin-1 and part of Latin Extended-A. A character it lacks (CJK, Hebrew, Arabic, emoji) is drawn
-as an empty box, and right-to-left text is drawn left to right.
+Values are written as CSV writes them (`encoders.value_text`: NULL, NaN and infinities empty, ISO 8601 dates and
+times, exact decimals, compact JSON), except binary values, which are `<N bytes>`. The font is reportlab's Bitstream
+Vera, embedded as a subset: Latin-1 and part of Latin Extended-A. A character it lacks (CJK, Hebrew, Arabic, emoji)
+is drawn as an empty box, and right-to-left text is drawn left to right.
 
 The chart is drawn from the kept rows: the x column's text as categories, the y columns' numbers (not booleans) as
 series. A bar chart draws the first `MAX_BARS` categories, a missing value (NULL, not a number, NaN, infinite) as 0; a
 line chart draws every kept row and leaves a missing value out, its line joining the points either side.
 
-One module, though past 300 lines: the table, its values and the chart are parts of one document, used by nothing
-else.
+One module, though past 300 lines: the table and the chart are parts of one document, used by nothing else.
 """
 
 from __future__ import annotations
@@ -34,16 +32,15 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC
 from decimal import Decimal
 from functools import cache, partial
 from itertools import islice
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
-import msgspec
 import reportlab  # type: ignore[import-untyped]
 from reportlab.graphics.charts.barcharts import VerticalBarChart  # type: ignore[import-untyped]
 from reportlab.graphics.charts.legends import Legend  # type: ignore[import-untyped]
@@ -62,6 +59,7 @@ from application.errors import ReportOutputFailed
 from application.ports import RenderContext, Row, RowEncoder
 from domain.jobs import ErrorCode
 from domain.reports import Chart, ChartType
+from infrastructure.encoders import value_text
 
 MAX_ROWS = 10_000
 MAX_COLUMN_WIDTH = 180.0
@@ -348,9 +346,11 @@ def fit_text(text: str, font: str, size: float, width: float) -> str:
 
 
 def cell_text(value: object) -> str:
-    """A value as the table shows it (see the module's docstring)."""
-    format_ = _FORMATS.get(type(value)) or next((f for k, f in _FORMATS.items() if isinstance(value, k)), _other)
-    return format_(value)
+    """A value as the table shows it: as CSV writes it (`encoders.value_text`), on one line of at most _MAX_TEXT
+    characters; a binary value is its size, its bytes being of no use on paper."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{memoryview(value).nbytes:,} bytes>"
+    return _text(value_text(value))
 
 
 def _text(text: str) -> str:
@@ -358,58 +358,6 @@ def _text(text: str) -> str:
     if len(text) > _MAX_TEXT:
         text = text[: _MAX_TEXT - 1] + "…"
     return text if text.isprintable() else _UNPRINTABLE.sub(" ", text)
-
-
-def _integer(value: int) -> str:
-    try:
-        return str(value)
-    except ValueError:  # more digits than Python writes out: its leading digits and exponent
-        return f"{Decimal(value):.12E}"
-
-
-def _decimal(value: Decimal) -> str:
-    if not value.is_finite():
-        return ""
-    return format(value, "f") if abs(value.adjusted()) < _MAX_TEXT else str(value)
-
-
-def _datetime(value: datetime) -> str:
-    if value.utcoffset() is None:
-        return value.isoformat()
-    try:
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
-    except OverflowError:  # out of range in UTC (the first or last day of the calendar)
-        return value.isoformat()
-
-
-def _json(value: object) -> str:
-    try:
-        return _text(msgspec.json.encode(value, enc_hook=str).decode())
-    except (TypeError, ValueError, msgspec.EncodeError):
-        return _other(value)
-
-
-def _other(value: object) -> str:
-    return _text(str(value))
-
-
-_FORMATS: dict[type, Callable[[Any], str]] = {
-    type(None): lambda _: "",
-    str: _text,
-    bool: lambda value: "true" if value else "false",
-    int: _integer,
-    float: lambda value: repr(value) if math.isfinite(value) else "",
-    Decimal: _decimal,
-    datetime: _datetime,
-    date: date.isoformat,
-    time: time.isoformat,
-    bytes: lambda value: f"<{len(value):,} bytes>",
-    bytearray: lambda value: f"<{len(value):,} bytes>",
-    memoryview: lambda value: f"<{value.nbytes:,} bytes>",
-    list: _json,
-    tuple: _json,
-    dict: _json,
-}
 
 
 def _number(value: object) -> float | None:

@@ -36,11 +36,10 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
-import msgspec
 import rustpy_xlsxwriter as xlsx
 
 from application.ports import RenderContext, Row, RowEncoder
-from infrastructure.encoders import unique_names
+from infrastructure.encoders import unique_names, value_text
 
 SHEET_ROWS = 1_048_575
 """Rows of data per sheet: Excel's 1,048,576 rows, less the header."""
@@ -58,7 +57,6 @@ _CHUNK = 1 << 20
 _PUT_POLL_SECONDS = 0.5
 _DONE = None
 _FIRST_EXCEL_YEAR = 1900
-_TO_BUILTINS = msgspec.to_builtins
 
 
 class XlsxEncoder(RowEncoder):
@@ -242,25 +240,11 @@ def excel_value(value: Any) -> Any:
         return utc if utc.year >= _FIRST_EXCEL_YEAR else utc.isoformat()
     if isinstance(value, date):
         return value if value.year >= _FIRST_EXCEL_YEAR else value.isoformat()
-    if isinstance(value, list | tuple | dict):
-        return excel_value(msgspec.json.encode(_finite(value)).decode())
-    return excel_value(str(_TO_BUILTINS(value)))  # time, timedelta, UUID: ISO 8601; bytes: base64
+    return excel_value(value_text(value))  # time, interval, UUID, binary, array, JSON document: as CSV writes it
 
 
 class _Stopped(Exception):
     """The encoder was closed before the rows ended: the writer thread stops writing."""
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Decimal) and not value.is_finite():
-        return None
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    return value
 
 
 def _column_formats(names: Sequence[str], records: Sequence[dict[str, Any]]) -> dict[str, xlsx.Format]:

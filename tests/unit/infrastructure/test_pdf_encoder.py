@@ -202,7 +202,8 @@ async def test_null_in_every_type_is_an_empty_cell() -> None:
         (date(1850, 7, 4), "1850-07-04"),
         (date(1, 1, 1), "0001-01-01"),
         (datetime(1899, 12, 31, 23, 59, 58), "1899-12-31T23:59:58"),  # noqa: DTZ001 (a timestamp without time zone)
-        (datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "2026-01-02T03:04:05Z"),
+        (datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "2026-01-02T05:04:05+02:00"),
+        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05Z"),  # as asyncpg returns timestamptz
         (time(13, 45), "13:45:00"),
         (UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
         (b"\x00\x01\x02", "<3 bytes>"),
@@ -224,12 +225,6 @@ async def test_nan_and_infinities_are_empty_cells() -> None:
     assert "end" in page
     assert "nan" not in page.lower()
     assert "inf" not in page.lower()
-
-
-async def test_an_integer_too_long_to_write_out_is_its_leading_digits_and_exponent() -> None:
-    [page] = texts(await pdf_of(["huge"], [(10**5000,)]))
-
-    assert "E+5000" in page
 
 
 async def test_text_in_any_script_is_written_without_failing_and_ascii_comes_back_verbatim() -> None:
