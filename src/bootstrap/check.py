@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from application.errors import StorageUnavailable
 from bootstrap.container import open_container
 from bootstrap.embedded import uses_dev_secret
+from infrastructure.formats import OPTIONAL_ENCODERS, installed_encoders
 from infrastructure.persistence.reporting_role import inspect
 from settings import Settings
 
@@ -26,6 +27,7 @@ async def describe(settings: Settings) -> tuple[list[str], bool]:
         f"service statements (PostgreSQL): lock wait {settings.database_lock_timeout_seconds:g} s, statement "
         f"{settings.database_statement_timeout_seconds:g} s, pool {settings.database_pool_size} connections "
         f"(wait {settings.database_pool_timeout_seconds:g} s)",
+        _format_line(),
     ]
     refused = False
     async with open_container(settings, registry=CollectorRegistry()) as container:
@@ -45,6 +47,14 @@ async def describe(settings: Settings) -> tuple[list[str], bool]:
         lines += [f"  - {problem}" for problem in report.problems]
         refused = not allowed
     return lines, refused
+
+
+def _format_line() -> str:
+    installed = installed_encoders()
+    missing = [
+        f"{name} (needs the {extra} extra)" for name, (_, extra) in OPTIONAL_ENCODERS.items() if name not in installed
+    ]
+    return f"formats: {', '.join(installed)}" + (f"; not installed: {', '.join(missing)}" if missing else "")
 
 
 def _token_lines(settings: Settings) -> list[str]:

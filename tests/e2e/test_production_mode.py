@@ -199,6 +199,7 @@ def test_check_says_what_reports_may_do_and_fails_for_a_role_that_workers_refuse
 
     assert fine.returncode == 0, fine.stderr
     assert re.search(r"^reports: run as reportgen_e2e_reports_\w+ on \w+, which may only read$", fine.stdout, re.M)
+    assert "formats: csv, json, ndjson, xlsx, pdf, parquet\n" in fine.stdout
     assert privileged.returncode == 1
     assert "reports: run as postgres on" in privileged.stdout
     assert "refused by workers" in privileged.stdout

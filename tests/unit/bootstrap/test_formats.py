@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
-from application.ports import RowEncoderFactory
+from application.ports import RenderContext, RowEncoderFactory
 from bootstrap.formats import OutputFormatMismatch, encoders_for
 from domain.formats import FORMAT_NAMES, OUTPUT_FORMATS, OutputFormat
 from infrastructure.encoders import JsonEncoder
@@ -60,3 +61,14 @@ def test_a_mismatch_is_refused_in_one_line_naming_each_format(
         encoders_for(formats, encoders)
 
     assert str(exc.value) == message
+
+
+async def test_each_installed_encoder_writes_a_document_of_no_rows() -> None:
+    context = RenderContext(title="t", parameters={}, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    for name, factory in installed_encoders(pdf_max_rows=5).items():
+        encoder = factory(context)
+        try:
+            data = encoder.begin(["n"]) + b"".join([chunk async for chunk in encoder.end()])
+        finally:
+            encoder.close()
+        assert data or name == "ndjson", f"{name} wrote nothing"
