@@ -307,10 +307,10 @@ class FakeArtifactStore(ArtifactStore):
         yield sink
         self.files[key] = bytes(sink.buffer)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         if key not in self.files:
             raise ArtifactMissing(key)
-        yield self.files[key]
+        yield self.files[key][offset : None if length is None else offset + length]
 
     async def exists(self, key: str) -> bool:
         return key in self.files

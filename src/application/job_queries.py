@@ -40,7 +40,11 @@ class GetJobStatus:
 class JobResult:
     job: JobExecutionLog
     artifact: ArtifactRef
-    content: AsyncIterator[bytes]
+    artifacts: ArtifactStore
+
+    def content(self, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The artifact's bytes, `length` of them from `offset` (all that follow when None)."""
+        return self.artifacts.read(self.artifact.key, offset, length)
 
 
 class GetJobResult:
@@ -60,4 +64,4 @@ class GetJobResult:
             raise ResultExpired(job.id)
         if not await self._artifacts.exists(job.artifact.key):
             raise ArtifactMissing(f"the artifact of job {job.id} is no longer available")
-        return JobResult(job, job.artifact, self._artifacts.read(job.artifact.key))
+        return JobResult(job, job.artifact, self._artifacts)

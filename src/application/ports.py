@@ -157,8 +157,9 @@ class ArtifactStore(Protocol):
     def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]: ...
 
     @abstractmethod
-    def read(self, key: str) -> AsyncIterator[bytes]:
-        """The artifact's bytes in chunks; raises ArtifactMissing (on first iteration) when it is gone."""
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The artifact's bytes in chunks, `length` of them from `offset` (all that follow when None); raises
+        ArtifactMissing (on first iteration) when it is gone."""
 
     @abstractmethod
     async def exists(self, key: str) -> bool: ...

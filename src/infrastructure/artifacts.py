@@ -106,14 +106,21 @@ class FileSystemArtifactStore(ArtifactStore):
     def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]:
         return self._create(self._path(key))
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
-            file = await asyncio.to_thread(path.open, "rb")
+            file = await asyncio.to_thread(_open_at, path, offset)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ArtifactMissing(key) from None
+        left = length
         try:
-            while chunk := await asyncio.to_thread(file.read, self._read_chunk_bytes):
+            while left is None or left > 0:
+                size = self._read_chunk_bytes if left is None else min(left, self._read_chunk_bytes)
+                chunk = await asyncio.to_thread(file.read, size)
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
         finally:
             file.close()
@@ -214,3 +221,10 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _open_at(path: Path, offset: int) -> BinaryIO:
+    file = path.open("rb")
+    if offset:
+        file.seek(offset)
+    return file

@@ -218,3 +218,25 @@ def test_a_worker_whose_reports_would_run_as_a_superuser_refuses_to_start_with_o
     last = worker.stderr.strip().splitlines()[-1]
     assert last.startswith("reportgen worker: refusing to run reports: postgres is a superuser")
     assert "Traceback" not in worker.stderr
+
+
+def test_a_download_cut_off_midway_resumes_from_where_it_stopped(production: Deployment) -> None:
+    report_id = create_report(production, SERIES)
+    with production.client(production.token("alice")) as alice:
+        accepted = generate(alice, report_id, {"parameters": {"upto": 200_000}, "format": "csv"}).json()
+        assert wait_for_status(alice, accepted["jobId"], {"Succeeded", "Failed"})["status"] == "Succeeded"
+        whole = alice.get(accepted["resultUrl"]).content
+        etag = alice.head(accepted["resultUrl"]).headers["etag"]
+
+        received = bytearray()
+        with alice.stream("GET", accepted["resultUrl"]) as response:  # the connection drops after 1 MB
+            for chunk in response.iter_raw(65_536):
+                received += chunk
+                if len(received) >= 1_000_000:
+                    break
+        rest = alice.get(accepted["resultUrl"], headers={"Range": f"bytes={len(received)}-", "If-Range": etag})
+
+    assert len(whole) > 3_000_000
+    assert rest.status_code == 206
+    assert rest.headers["content-range"] == f"bytes {len(received)}-{len(whole) - 1}/{len(whole)}"
+    assert bytes(received) + rest.content == whole

@@ -58,6 +58,20 @@ async def test_reads_come_in_bounded_chunks(store: FileSystemArtifactStore) -> N
     assert sizes == [100_000, 100_000, 50_000]
 
 
+async def test_a_part_is_read_from_its_offset_in_bounded_chunks(store: FileSystemArtifactStore) -> None:
+    data = bytes(range(256)) * 1000
+    async with store.create("big.bin") as sink:
+        await sink.write(data)
+
+    middle = [chunk async for chunk in store.read("big.bin", 1_000, 150_001)]
+    tail = b"".join([chunk async for chunk in store.read("big.bin", 255_990)])
+    past_the_end = b"".join([chunk async for chunk in store.read("big.bin", 255_990, 100)])
+
+    assert [len(chunk) for chunk in middle] == [100_000, 50_001]
+    assert b"".join(middle) == data[1_000:151_001]
+    assert tail == past_the_end == data[255_990:]
+
+
 async def test_an_empty_artifact_is_published(store: FileSystemArtifactStore) -> None:
     async with store.create("empty.csv") as sink:
         pass

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import cache
 from inspect import getdoc
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 from uuid import UUID
 
-from litestar import Controller, Litestar, Response, get, post
+from litestar import Controller, Litestar, Response, get, head, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.response import Stream
@@ -17,9 +18,10 @@ from msgspec import UNSET
 
 from api.auth import AuthenticatedRequest
 from api.errors import problem_responses
+from api.ranges import ByteRange, RangeNotSatisfiable, range_applies, requested_range
 from api.schemas import JobErrorOut, JobId, JobStatusOut, utc
 from api.services import ApiServices
-from application.job_queries import GetJobResult, GetJobStatus, JobQuery
+from application.job_queries import GetJobResult, GetJobStatus, JobQuery, JobResult
 from domain.formats import OUTPUT_FORMATS
 from domain.jobs import JobExecutionLog
 
@@ -95,6 +97,11 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
+IfNoneMatch: TypeAlias = Annotated[str | None, HeaderParameter(name="If-None-Match")]
+RangeHeader: TypeAlias = Annotated[str | None, HeaderParameter(name="Range")]
+IfRange: TypeAlias = Annotated[str | None, HeaderParameter(name="If-Range")]
+
+
 class JobsController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
@@ -143,14 +150,22 @@ class JobsController(Controller):
         responses={
             200: ResponseSpec(
                 bytes,
-                description=f"The artifact: {_MEDIA_TYPES}; with Content-Disposition, Content-Length and ETag.",
+                description=f"The artifact: {_MEDIA_TYPES}; with Content-Disposition, Content-Length, ETag and "
+                "Accept-Ranges.",
+                media_type="application/octet-stream",
+                generate_examples=False,
+            ),
+            206: ResponseSpec(
+                bytes,
+                description="One byte range of the artifact (`Range: bytes=a-b`, `a-` or `-n`), with Content-Range; "
+                "sent only when If-Range, if any, is the artifact's ETag. Several ranges get the whole artifact.",
                 media_type="application/octet-stream",
                 generate_examples=False,
             ),
             304: ResponseSpec(
                 None, description="Not Modified (If-None-Match matched the ETag)", generate_examples=False
             ),
-            **problem_responses(400, 401, 404, 409, 410, 503),
+            **problem_responses(400, 401, 404, 409, 410, 416, 503),
         },
     )
     async def result(
@@ -158,18 +173,72 @@ class JobsController(Controller):
         request: AuthenticatedRequest,
         job_id: JobId,
         services: NamedDependency[ApiServices],
-        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
+        if_none_match: IfNoneMatch = None,
+        byte_range: RangeHeader = None,
+        if_range: IfRange = None,
     ) -> Response[Any]:
         result = await services.use_cases.get_result.execute(_job_query(request, job_id))
-        headers = {"ETag": f'"{result.artifact.sha256}"', "Cache-Control": "private"}
+        headers = _result_headers(result)
         if _etag_matches(if_none_match, headers["ETag"]):
-            return Response(None, status_code=304, headers=headers)
-        return Stream(
-            result.content,
-            headers={
-                **headers,
-                "Content-Type": result.job.content_type,
-                "Content-Length": str(result.artifact.size),
-                "Content-Disposition": f'attachment; filename="{result.job.filename}"',
-            },
-        )
+            return Response(None, status_code=304, headers=_validators(headers))
+        part = _part(result, byte_range, if_range, headers["ETag"])
+        if part is None:
+            return Stream(result.content(), headers=headers)
+        headers.update({"Content-Range": part.content_range, "Content-Length": str(part.length)})
+        return Stream(result.content(part.start, part.length), status_code=206, headers=headers)
+
+    @head(
+        "/{jobId:str}" + RESULT_SUFFIX,
+        summary="A job's result's headers, without the body",
+        description="What GET answers (200, 206, 304 or a problem status), with no body: the size, type, name and "
+        "ETag of the artifact, to decide on a (ranged) download.",
+        responses={**problem_responses(400, 401, 404, 409, 410, 416, 503)},
+    )
+    async def result_head(
+        self,
+        request: AuthenticatedRequest,
+        job_id: JobId,
+        services: NamedDependency[ApiServices],
+        if_none_match: IfNoneMatch = None,
+        byte_range: RangeHeader = None,
+        if_range: IfRange = None,
+    ) -> Response[None]:
+        result = await services.use_cases.get_result.execute(_job_query(request, job_id))
+        headers = _result_headers(result)
+        if _etag_matches(if_none_match, headers["ETag"]):
+            return Response(None, status_code=304, headers=_validators(headers))
+        part = _part(result, byte_range, if_range, headers["ETag"])
+        if part is None:
+            return Response(None, headers=headers)
+        headers.update({"Content-Range": part.content_range, "Content-Length": str(part.length)})
+        return Response(None, status_code=206, headers=headers)
+
+
+def _result_headers(result: JobResult) -> dict[str, str]:
+    return {
+        "ETag": f'"{result.artifact.sha256}"',
+        "Cache-Control": "private",
+        "Accept-Ranges": "bytes",
+        "Content-Type": result.job.content_type,
+        "Content-Length": str(result.artifact.size),
+        "Content-Disposition": f'attachment; filename="{result.job.filename}"',
+    }
+
+
+def _validators(headers: dict[str, str]) -> dict[str, str]:
+    """What a 304 repeats of the 200 it stands for."""
+    return {name: headers[name] for name in ("ETag", "Cache-Control")}
+
+
+def _part(result: JobResult, byte_range: str | None, if_range: str | None, etag: str) -> ByteRange | None:
+    """The range to send, or None for the whole artifact; a range past its end is a 416."""
+    if not range_applies(if_range, etag):
+        return None
+    try:
+        return requested_range(byte_range, result.artifact.size)
+    except RangeNotSatisfiable as exc:
+        raise HTTPException(
+            status_code=416,
+            detail=f"The range starts past the end of the result's {exc.size} bytes.",
+            headers={"Content-Range": f"bytes */{exc.size}"},
+        ) from None

@@ -230,3 +230,95 @@ async def test_deleted_report_keeps_its_jobs_and_their_results(
 
     assert deleted.status_code == 204
     assert result.content == CSV
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "part", "content_range"),
+    [
+        ("bytes=0-5", CSV[0:6], "bytes 0-5/21"),
+        ("bytes=13-", CSV[13:], "bytes 13-20/21"),
+        ("bytes=-4", CSV[-4:], "bytes 17-20/21"),
+        ("bytes=20-1000", CSV[20:], "bytes 20-20/21"),
+        ("bytes=-1000", CSV, "bytes 0-20/21"),
+    ],
+    ids=["first-bytes", "from-an-offset", "suffix", "past-the-end", "suffix-longer-than-the-file"],
+)
+async def test_a_range_of_the_result_is_a_206_with_those_bytes(
+    client: Client, backend: Backend, alice: dict[str, str], byte_range: str, part: bytes, content_range: str
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+
+    response = await client.get(f"/api/v1/jobs/{job.id}/result", headers={**alice, "Range": byte_range})
+
+    assert response.status_code == 206
+    assert response.content == part
+    assert response.headers["content-range"] == content_range
+    assert response.headers["content-length"] == str(len(part))
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+
+
+async def test_a_range_past_the_end_is_a_416_saying_the_size(
+    client: Client, backend: Backend, alice: dict[str, str]
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+
+    response = await client.get(f"/api/v1/jobs/{job.id}/result", headers={**alice, "Range": "bytes=21-"})
+
+    assert response.status_code == 416
+    assert response.headers["content-range"] == "bytes */21"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("byte_range", ["bytes=0-1,4-5", "items=0-5", "bytes=5-2", "bytes=x-", "bytes=-"])
+async def test_a_range_this_server_does_not_honour_gets_the_whole_result(
+    client: Client, backend: Backend, alice: dict[str, str], byte_range: str
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+
+    response = await client.get(f"/api/v1/jobs/{job.id}/result", headers={**alice, "Range": byte_range})
+
+    assert (response.status_code, response.content) == (200, CSV)
+
+
+async def test_if_range_resumes_only_the_same_result(client: Client, backend: Backend, alice: dict[str, str]) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+    etag = f'"{hashlib.sha256(CSV).hexdigest()}"'
+    url = f"/api/v1/jobs/{job.id}/result"
+
+    same = await client.get(url, headers={**alice, "Range": "bytes=6-", "If-Range": etag})
+    other = await client.get(url, headers={**alice, "Range": "bytes=6-", "If-Range": '"another"'})
+    dated = await client.get(url, headers={**alice, "Range": "bytes=6-", "If-Range": "Wed, 21 Oct 2026 07:28:00 GMT"})
+
+    assert (same.status_code, same.content) == (206, CSV[6:])
+    assert (other.status_code, other.content) == (200, CSV)
+    assert (dated.status_code, dated.content) == (200, CSV)
+
+
+async def test_head_answers_the_results_headers_without_a_body(
+    client: Client, backend: Backend, alice: dict[str, str]
+) -> None:
+    job = backend.add_job(backend.add_report(), owner="alice")
+    backend.succeed(job, CSV)
+    url = f"/api/v1/jobs/{job.id}/result"
+
+    whole = await client.head(url, headers=alice)
+    part = await client.head(url, headers={**alice, "Range": "bytes=0-9"})
+    queued = backend.add_job(backend.add_report(), owner="alice")
+    not_ready = await client.head(f"/api/v1/jobs/{queued.id}/result", headers=alice)
+
+    assert (whole.status_code, whole.content) == (200, b"")
+    assert whole.headers["content-length"] == str(len(CSV))
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["etag"] == f'"{hashlib.sha256(CSV).hexdigest()}"'
+    assert whole.headers["content-disposition"].endswith('.csv"')
+    assert (part.status_code, part.headers["content-range"], part.headers["content-length"]) == (
+        206,
+        "bytes 0-9/21",
+        "10",
+    )
+    assert (not_ready.status_code, not_ready.content) == (409, b"")

@@ -42,7 +42,7 @@ async def test_result_of_succeeded_job_streams_the_artifact(db: FakeDatabase, jo
     job.start(clock(), clock.now)
     job.succeed(clock(), ArtifactRef("k", 5, "sha"))
     result = await GetJobResult(FakeJobReader(db), store, clock).execute(JobQuery(job_id=job_id, user_id="alice"))
-    assert b"".join([chunk async for chunk in result.content]) == b"a,b\r\n"
+    assert b"".join([chunk async for chunk in result.content()]) == b"a,b\r\n"
     assert result.artifact.sha256 == "sha"
 
 
