@@ -36,6 +36,7 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import rustpy_xlsxwriter as xlsx
 
 from application.ports import RenderContext, Row, RowEncoder
@@ -57,6 +58,7 @@ _CHUNK = 1 << 20
 _PUT_POLL_SECONDS = 0.5
 _DONE = None
 _FIRST_EXCEL_YEAR = 1900
+_TO_BUILTINS = msgspec.to_builtins
 
 
 class XlsxEncoder(RowEncoder):
@@ -203,21 +205,41 @@ def _excel_rows(rows: Sequence[Row], width: int) -> list[Row]:
 
 
 def _excel_column(values: list[Any]) -> list[Any]:
+    """`excel_value` of each value; for a column of one type whose values all pass as they are (checked in C), the
+    values themselves, or (decimals) their floats, which is what Excel keeps of them."""
     kinds = set(map(type, values))
+    nullable = type(None) in kinds
     kinds.discard(type(None))
-    if kinds <= {str}:
-        if max(map(len, filter(None, values)), default=0) <= MAX_CELL_TEXT:
+    present = [value for value in values if value is not None] if nullable else values
+    if len(kinds) == 1 and _passes(kinds.pop(), present):
+        if not isinstance(present[0], Decimal):
             return values
-    elif kinds <= {int}:
-        numbers = [value for value in values if value is not None]
-        if min(numbers) > -_EXACT_LIMIT and max(numbers) < _EXACT_LIMIT:
-            return values
-    elif kinds <= {float}:
-        if all(map(math.isfinite, filter(None, values))):
-            return values
-    elif kinds <= {bool}:
-        return values
+        floats = iter(map(float, present))
+        return [None if value is None else next(floats) for value in values] if nullable else list(floats)
     return list(map(excel_value, values))
+
+
+def _passes(kind: type, present: list[Any]) -> bool:
+    """Whether every value of a column of type `kind` (NULLs left out) is written as it is: `excel_value` would
+    return it unchanged (a decimal: its float)."""
+    if kind is str:
+        return max(map(len, present)) <= MAX_CELL_TEXT
+    if kind is int:
+        return min(present) > -_EXACT_LIMIT and max(present) < _EXACT_LIMIT
+    if kind is float:
+        return all(map(math.isfinite, present))
+    if kind is bool:
+        return True
+    if kind is Decimal:
+        # The text of a finite decimal holds each of its digits (NaN and infinities hold an "n" or "N"), so a text
+        # of at most EXACT_DIGITS characters has at most that many digits.
+        texts: list[str] = _TO_BUILTINS(present)
+        return max(map(len, texts)) <= EXACT_DIGITS and not any(letter in "".join(texts) for letter in "nN")
+    if kind is datetime and any(value.tzinfo is not None for value in present):
+        return False  # written in UTC, value by value
+    if kind is date or kind is datetime:
+        return min(present).year >= _FIRST_EXCEL_YEAR
+    return False
 
 
 def excel_value(value: Any) -> Any:

@@ -201,3 +201,16 @@ async def test_timestamps_are_excel_dates_whatever_their_zone() -> None:
     [sheet] = sheets(await xlsx_of(["at"], [(at,)]))
 
     assert values(sheet)[1] == [datetime(2026, 3, 4, 5, 6, 7)]
+
+
+async def test_a_column_of_decimals_naive_and_aware_timestamps_and_nulls_keeps_each_value() -> None:
+    aware = datetime(2026, 3, 4, 7, 6, 7, tzinfo=timezone(timedelta(hours=2)))
+    rows = [(Decimal("1.25"), datetime(2026, 3, 4, 5, 6, 7)), (None, aware), (Decimal("-3"), None)]
+
+    [sheet] = sheets(await xlsx_of(["d", "at"], rows))
+
+    assert values(sheet)[1:] == [
+        [1.25, datetime(2026, 3, 4, 5, 6, 7)],
+        [None, datetime(2026, 3, 4, 5, 6, 7)],
+        [-3, None],
+    ]
