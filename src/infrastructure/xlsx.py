@@ -225,7 +225,7 @@ def _passes(kind: type, present: list[Any]) -> bool:
     if kind is str:
         return max(map(len, present)) <= MAX_CELL_TEXT
     if kind is int:
-        return min(present) > -_EXACT_LIMIT and max(present) < _EXACT_LIMIT
+        return bool(min(present) > -_EXACT_LIMIT and max(present) < _EXACT_LIMIT)
     if kind is float:
         return all(map(math.isfinite, present))
     if kind is bool:
@@ -238,7 +238,7 @@ def _passes(kind: type, present: list[Any]) -> bool:
     if kind is datetime and any(value.tzinfo is not None for value in present):
         return False  # written in UTC, value by value
     if kind is date or kind is datetime:
-        return min(present).year >= _FIRST_EXCEL_YEAR
+        return bool(min(present).year >= _FIRST_EXCEL_YEAR)
     return False
 
 
