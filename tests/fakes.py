@@ -16,8 +16,10 @@ from application.errors import ArtifactMissing, QueueUnavailable, StorageCause, 
 from application.ports import (
     ArtifactSink,
     ArtifactStore,
+    JobPosition,
     JobQueue,
     JobReader,
+    JobSelection,
     RenderContext,
     ReportDataSource,
     Row,
@@ -253,6 +255,26 @@ class FakeJobReader(JobReader):
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
         self._db.check()
         return copy.deepcopy(self._db.jobs.get(job_id))
+
+    async def list(
+        self, selection: JobSelection, limit: int, after: JobPosition | None = None
+    ) -> list[JobExecutionLog]:
+        self._db.check()
+        chosen = [job for job in self._db.jobs.values() if _selected(job, selection)]
+        chosen.sort(key=lambda job: (job.created_at, job.id), reverse=True)
+        if after is not None:
+            chosen = [job for job in chosen if (job.created_at, job.id) < (after.created_at, after.job_id)]
+        return copy.deepcopy(chosen[:limit])
+
+
+def _selected(job: JobExecutionLog, selection: JobSelection) -> bool:
+    return (
+        selection.owner_id in (None, job.owner_id)
+        and (selection.statuses is None or job.status in selection.statuses)
+        and selection.report_id in (None, job.report_id)
+        and (selection.created_after is None or job.created_at > selection.created_after)
+        and (selection.created_before is None or job.created_at < selection.created_before)
+    )
 
 
 class FakeJobQueue(JobQueue):

@@ -14,14 +14,24 @@ from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, OpenAPIType, Reference, Schema, SecurityScheme, Tag
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+    SecurityScheme,
+    Tag,
+)
 from litestar.params import PathParameter
 from litestar.routes import HTTPRoute
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
 from api.controllers.generate import generate_report
-from api.controllers.jobs import JobsController
+from api.controllers.jobs import RESULT_MEDIA_TYPES, RESULT_SUFFIX, JobsController
 from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
@@ -122,15 +132,34 @@ def _complete_openapi_document(app: Litestar) -> None:
 
     - `additionalProperties: false` on every request body, which refuses unknown keys (`RequestStruct`);
     - `anyOf` for a union of `integer` and `number` (a parameter's `default`): under `oneOf` an integer matches both
-      and so neither, and a validator refuses `25`.
+      and so neither, and a validator refuses `25`;
+    - every media type a result can have, under its 200 and 206 (a response spec states one).
     """
-    schemas = app.openapi_schema.components.schemas or {}
+    document = app.openapi_schema
+    schemas = document.components.schemas or {}
     for struct in request_structs():
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False
     for schema in schemas.values():
         _numbers_any_of(schema)
+    for path, item in (document.paths or {}).items():
+        if path.endswith(RESULT_SUFFIX):
+            for operation in (item.get, item.head):
+                _result_media_types(operation)
+
+
+def _result_media_types(operation: Operation | None) -> None:
+    for status in ("200", "206"):
+        response = (operation.responses or {}).get(status) if operation else None
+        if isinstance(response, OpenAPIResponse) and response.content:
+            binary = next(iter(response.content.values()))
+            rows = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT), description="The rows.")
+            )
+            response.content = {
+                media_type: rows if media_type == "application/json" else binary for media_type in RESULT_MEDIA_TYPES
+            }
 
 
 def _numbers_any_of(schema: Schema | Reference | bool | None) -> None:

@@ -37,6 +37,7 @@ from domain.errors import (
     InvalidJobTransition,
     JobAlreadyFinished,
     JobNotFound,
+    NotPermitted,
     ReportNotAsyncDeliverable,
     ReportNotFound,
     ResultExpired,
@@ -67,6 +68,7 @@ class ProblemKind:
 PROBLEMS: dict[type[Exception], ProblemKind] = {
     ReportNotFound: ProblemKind(404, "report-not-found", "Report not found"),
     JobNotFound: ProblemKind(404, "job-not-found", "Job not found"),
+    NotPermitted: ProblemKind(403, "not-permitted", "Not permitted"),
     ReportNotAsyncDeliverable: ProblemKind(
         409, "report-not-async-deliverable", "Report not configured for asynchronous API delivery"
     ),

@@ -237,6 +237,14 @@ class JobStatusOut(WireStruct):
     result_url: str
 
 
+class JobListOut(WireStruct):
+    """A page of jobs, newest first. `nextCursor` (also in the `Link: <...>; rel="next"` header) fetches the next
+    page with the same filters; null on the last page."""
+
+    items: list[JobStatusOut]
+    next_cursor: str | None
+
+
 class FieldErrorOut(WireStruct):
     field: str
     message: str

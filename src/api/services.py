@@ -10,7 +10,7 @@ from api.metrics import ApiMetrics
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_limits import GetJobLimit, SetJobLimit
-from application.job_queries import GetJobResult, GetJobStatus
+from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 
 
@@ -20,6 +20,7 @@ class UseCases:
 
     initiate: InitiateAsynchronousReportJob
     get_status: GetJobStatus
+    list_jobs: ListJobs
     get_result: GetJobResult
     cancel: CancelJob
     create_report: CreateReport

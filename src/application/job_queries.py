@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from application.errors import ArtifactMissing
-from application.ports import ArtifactStore, Clock, JobReader
-from domain.errors import JobNotFound, ResultExpired, ResultNotReady
+from application.ports import ArtifactStore, Clock, JobPosition, JobReader, JobSelection
+from domain.errors import JobNotFound, NotPermitted, ResultExpired, ResultNotReady
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 
 
@@ -65,3 +65,38 @@ class GetJobResult:
         if not await self._artifacts.exists(job.artifact.key):
             raise ArtifactMissing(f"the artifact of job {job.id} is no longer available")
         return JobResult(job, job.artifact, self._artifacts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListJobsQuery:
+    user_id: str
+    is_admin: bool = False
+    selection: JobSelection = field(default_factory=JobSelection)
+    limit: int = 20
+    after: JobPosition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    items: list[JobExecutionLog]
+    next: JobPosition | None
+    """Where the next page starts; None when this page is the last."""
+
+
+class ListJobs:
+    """The caller's jobs, newest first, a page at a time (admins: everyone's, or one owner's). A user may name
+    themselves as the owner; naming someone else is forbidden."""
+
+    def __init__(self, jobs: JobReader) -> None:
+        self._jobs = jobs
+
+    async def execute(self, query: ListJobsQuery) -> JobPage:
+        selection = query.selection
+        if not query.is_admin:
+            if selection.owner_id not in (None, query.user_id):
+                raise NotPermitted("only an admin may list another user's jobs")
+            selection = replace(selection, owner_id=query.user_id)
+        found = await self._jobs.list(selection, query.limit + 1, query.after)
+        items = found[: query.limit]
+        last = items[-1] if len(found) > query.limit else None
+        return JobPage(items, None if last is None else JobPosition(last.created_at, last.id))

@@ -12,7 +12,7 @@ from typing import Protocol, Self
 from uuid import UUID
 
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import JobExecutionLog
+from domain.jobs import JobExecutionLog, JobStatus
 from domain.reports import Binding, Chart, ParamValue, ReportConfiguration
 from domain.repositories import Admission, IdempotencyRepository, JobOwnerRepository, JobRepository, ReportRepository
 
@@ -111,6 +111,32 @@ class JobReader(Protocol):
 
     @abstractmethod
     async def get(self, job_id: UUID) -> JobExecutionLog | None: ...
+
+    @abstractmethod
+    async def list(
+        self, selection: JobSelection, limit: int, after: JobPosition | None = None
+    ) -> list[JobExecutionLog]:
+        """At most `limit` jobs of `selection`, newest first (by `created_at`, then `id`), those after `after` in
+        that order when given: a page costs the same however deep it is."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSelection:
+    """Which jobs a list holds: None in a field means any."""
+
+    owner_id: str | None = None
+    statuses: frozenset[JobStatus] | None = None
+    report_id: UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPosition:
+    """A place in the newest-first order of jobs: the last job of a page."""
+
+    created_at: datetime
+    job_id: UUID
 
 
 class JobQueue(Protocol):

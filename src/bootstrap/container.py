@@ -20,7 +20,7 @@ from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
 from application.job_ledger import UnitOfWorkJobLedger
 from application.job_limits import GetJobLimit, SetJobLimit
-from application.job_queries import GetJobResult, GetJobStatus
+from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork
 from application.reconcile_jobs import ReconcileJobs
@@ -177,6 +177,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
                 installed_formats=frozenset(encoders),
             ),
             get_status=GetJobStatus(reader),
+            list_jobs=ListJobs(reader),
             get_result=GetJobResult(reader, artifacts, clock),
             cancel=CancelJob(uow, queue, clock),
             create_report=CreateReport(uow, clock),

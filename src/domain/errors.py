@@ -29,6 +29,10 @@ class JobNotFound(DomainError):
         self.job_id = job_id
 
 
+class NotPermitted(DomainError):
+    """The caller may not do this (for instance list another user's jobs without being an admin)."""
+
+
 class ResultNotReady(DomainError):
     def __init__(self, job_id: UUID, status: str) -> None:
         super().__init__(f"job {job_id} has no result: its status is {status}")

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from inspect import getdoc
 from typing import Annotated, Any, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 from litestar import Controller, Litestar, Response, get, head, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 from msgspec import UNSET
 
 from api.auth import AuthenticatedRequest
+from api.cursors import decode_cursor, encode_cursor
 from api.errors import problem_responses
 from api.ranges import ByteRange, RangeNotSatisfiable, range_applies, requested_range
-from api.schemas import JobErrorOut, JobId, JobStatusOut, utc
+from api.schemas import JobErrorOut, JobId, JobListOut, JobStatusOut, utc
 from api.services import ApiServices
-from application.job_queries import GetJobResult, GetJobStatus, JobQuery, JobResult
+from application.job_queries import GetJobResult, GetJobStatus, JobQuery, JobResult, ListJobs, ListJobsQuery
+from application.ports import JobSelection
 from domain.formats import OUTPUT_FORMATS
-from domain.jobs import JobExecutionLog
+from domain.jobs import JobExecutionLog, JobStatus
 
 JOB_STATUS_ROUTE = "job-status"
 JOB_RESULT_ROUTE = "job-result"
 RESULT_SUFFIX = "/result"
 _MEDIA_TYPES = ", ".join(f"`{f.media_type}` for {f.name}" for f in OUTPUT_FORMATS)
+RESULT_MEDIA_TYPES = (*(f.media_type for f in OUTPUT_FORMATS), "application/octet-stream")
+"""A result's `Content-Type`: its format's; octet-stream for a format since removed from the registry."""
 RETRY_AFTER = ResponseHeader(
     name="Retry-After",
     documentation_only=True,
@@ -102,9 +108,90 @@ RangeHeader: TypeAlias = Annotated[str | None, HeaderParameter(name="Range")]
 IfRange: TypeAlias = Annotated[str | None, HeaderParameter(name="If-Range")]
 
 
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+
+
+def _moment(name: str, text: str | None) -> datetime | None:
+    """A filter's time, ISO 8601 (RFC 3339); one without a zone is taken as UTC. Anything else is a 400 naming it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationException(f"{name}: must be a date and time such as 2026-12-04T10:00:00Z") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _with_cursor(request: AuthenticatedRequest, cursor: str) -> str:
+    """This request's URL with its cursor replaced: the next page, same filters."""
+    url = urlsplit(str(request.url))
+    query = [(name, value) for name, value in parse_qsl(url.query, keep_blank_values=True) if name != "cursor"]
+    return urlunsplit(url._replace(query=urlencode([*query, ("cursor", cursor)])))
+
+
+_RESULT_RESPONSES: dict[int, ResponseSpec] = {
+    200: ResponseSpec(
+        bytes,
+        description=f"The artifact: {_MEDIA_TYPES}; with Content-Disposition, Content-Length, ETag and Accept-Ranges.",
+        media_type="application/octet-stream",
+        generate_examples=False,
+    ),
+    206: ResponseSpec(
+        bytes,
+        description="One byte range of the artifact (`Range: bytes=a-b`, `a-` or `-n`), with Content-Range; "
+        "sent only when If-Range, if any, is the artifact's ETag. Several ranges get the whole artifact.",
+        media_type="application/octet-stream",
+        generate_examples=False,
+    ),
+    304: ResponseSpec(None, description="Not Modified (If-None-Match matched the ETag)", generate_examples=False),
+    **problem_responses(400, 401, 404, 409, 410, 416, 503),
+}
+"""GET's and HEAD's answers of the result (HEAD's without a body). The document lists every format's media type
+under 200 and 206 (api.app completes it)."""
+
+
 class JobsController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
+
+    @get(
+        "/",
+        summary="List jobs",
+        description=getdoc(ListJobs),
+        responses=problem_responses(400, 401, 403, 503),
+    )
+    async def list_jobs(
+        self,
+        request: AuthenticatedRequest,
+        services: NamedDependency[ApiServices],
+        status: Annotated[list[JobStatus] | None, QueryParameter(name="status", description="Repeatable.")] = None,
+        report_id: Annotated[UUID | None, QueryParameter(name="reportId")] = None,
+        owner_id: Annotated[str | None, QueryParameter(name="ownerId", description="Admins: one user's jobs.")] = None,
+        created_after: Annotated[str | None, QueryParameter(name="createdAfter", format="date-time")] = None,
+        created_before: Annotated[str | None, QueryParameter(name="createdBefore", format="date-time")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Jobs per page.")] = DEFAULT_PAGE,
+        cursor: Annotated[str | None, QueryParameter(description="`nextCursor` of the previous page.")] = None,
+    ) -> Response[JobListOut]:
+        selection = JobSelection(
+            owner_id=owner_id,
+            statuses=None if not status else frozenset(status),
+            report_id=report_id,
+            created_after=_moment("createdAfter", created_after),
+            created_before=_moment("createdBefore", created_before),
+        )
+        query = ListJobsQuery(
+            user_id=request.user.user_id,
+            is_admin=request.user.is_admin,
+            selection=selection,
+            limit=limit,
+            after=None if cursor is None else decode_cursor(cursor),
+        )
+        page = await services.use_cases.list_jobs.execute(query)
+        show_detail = request.user.is_admin
+        items = [job_status_out(job, show_detail=show_detail, **job_urls(request, job.id)) for job in page.items]
+        next_cursor = None if page.next is None else encode_cursor(page.next)
+        headers = {} if next_cursor is None else {"Link": f'<{_with_cursor(request, next_cursor)}>; rel="next"'}
+        return Response(JobListOut(items=items, next_cursor=next_cursor), headers=headers)
 
     @get(
         "/{jobId:str}",
@@ -147,26 +234,7 @@ class JobsController(Controller):
         name=JOB_RESULT_ROUTE,
         summary="Download a job's result",
         description=getdoc(GetJobResult),
-        responses={
-            200: ResponseSpec(
-                bytes,
-                description=f"The artifact: {_MEDIA_TYPES}; with Content-Disposition, Content-Length, ETag and "
-                "Accept-Ranges.",
-                media_type="application/octet-stream",
-                generate_examples=False,
-            ),
-            206: ResponseSpec(
-                bytes,
-                description="One byte range of the artifact (`Range: bytes=a-b`, `a-` or `-n`), with Content-Range; "
-                "sent only when If-Range, if any, is the artifact's ETag. Several ranges get the whole artifact.",
-                media_type="application/octet-stream",
-                generate_examples=False,
-            ),
-            304: ResponseSpec(
-                None, description="Not Modified (If-None-Match matched the ETag)", generate_examples=False
-            ),
-            **problem_responses(400, 401, 404, 409, 410, 416, 503),
-        },
+        responses=_RESULT_RESPONSES,
     )
     async def result(
         self,
@@ -192,7 +260,7 @@ class JobsController(Controller):
         summary="A job's result's headers, without the body",
         description="What GET answers (200, 206, 304 or a problem status), with no body: the size, type, name and "
         "ETag of the artifact, to decide on a (ranged) download.",
-        responses={**problem_responses(400, 401, 404, 409, 410, 416, 503)},
+        responses=_RESULT_RESPONSES,
     )
     async def result_head(
         self,

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
+from application.ports import JobPosition, JobSelection
 from domain.jobs import JobStatus
 from infrastructure.persistence.tables import UtcDateTime, job_owners, jobs, reports
 
@@ -43,6 +44,29 @@ what it was asked to run."""
 
 # --- reads -----------------------------------------------------------------------------------------------------
 GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("where_id"))
+
+
+def list_jobs(selection: JobSelection, limit: int, after: JobPosition | None) -> sa.Select[Any]:
+    """A page of `selection`, newest first: keyset pagination on (created_at, id), which the index on
+    (owner_id, created_at, id) serves for one owner's jobs, and the index on (created_at, id) for everyone's."""
+    statement = sa.select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+    if selection.owner_id is not None:
+        statement = statement.where(jobs.c.owner_id == selection.owner_id)
+    if selection.statuses is not None:
+        statement = statement.where(jobs.c.status.in_(sorted(status.value for status in selection.statuses)))
+    if selection.report_id is not None:
+        statement = statement.where(jobs.c.report_id == selection.report_id)
+    if selection.created_after is not None:
+        statement = statement.where(jobs.c.created_at > selection.created_after)
+    if selection.created_before is not None:
+        statement = statement.where(jobs.c.created_at < selection.created_before)
+    if after is not None:
+        statement = statement.where(
+            sa.tuple_(jobs.c.created_at, jobs.c.id)
+            < sa.tuple_(sa.literal(after.created_at, UtcDateTime), sa.literal(after.job_id, sa.Uuid))
+        )
+    return statement
+
 
 REPORT_IS_CURRENT = sa.select(reports.c.id).where(
     reports.c.id == sa.bindparam("where_report_id"),

@@ -101,6 +101,8 @@ jobs = sa.Table(
     sa.Index(None, "status", "created_at"),  # recovery: unfinished jobs, oldest first
     sa.Index(None, "owner_id", "status"),  # one user's active jobs, counted when an admin sets their limit
     sa.Index(None, "status", "expires_at"),  # the retention sweep: Succeeded jobs past expires_at
+    sa.Index(None, "owner_id", "created_at", "id"),  # one user's job list, newest first (keyset pagination)
+    sa.Index(None, "created_at", "id"),  # an admin's list of every job, newest first
 )
 
 idempotency_keys = sa.Table(

@@ -23,7 +23,7 @@ from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
 from application.job_limits import GetJobLimit, SetJobLimit
-from application.job_queries import GetJobResult, GetJobStatus
+from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from domain.jobs import ArtifactRef, JobExecutionLog
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
@@ -112,6 +112,7 @@ def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDe
         use_cases=UseCases(
             initiate=InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), backend.queue, backend.clock),
             get_status=GetJobStatus(reader),
+            list_jobs=ListJobs(reader),
             get_result=GetJobResult(reader, backend.artifacts, backend.clock),
             cancel=CancelJob(uow, backend.queue, backend.clock),
             create_report=CreateReport(uow, backend.clock),

@@ -15,7 +15,7 @@ from structlog.contextvars import merge_contextvars
 from api.app import build_app
 from api.auth import JwtSettings
 from application.job_queries import GetJobStatus
-from application.ports import JobReader
+from application.ports import JobPosition, JobReader, JobSelection
 from domain.jobs import JobExecutionLog
 from tests.unit.api.conftest import UNKNOWN_ID, Backend, Client, dependencies
 
@@ -24,6 +24,11 @@ LEAKY_MESSAGE = "SELECT secret FROM vault WHERE password = 'hunter2'"
 
 class ExplodingJobReader(JobReader):
     async def get(self, job_id: UUID) -> JobExecutionLog | None:
+        raise RuntimeError(LEAKY_MESSAGE)
+
+    async def list(
+        self, selection: JobSelection, limit: int, after: JobPosition | None = None
+    ) -> list[JobExecutionLog]:
         raise RuntimeError(LEAKY_MESSAGE)
 
 
