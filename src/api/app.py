@@ -6,14 +6,19 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Litestar, Router, get
-from litestar.datastructures import ResponseHeader
+from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader, ResponseHeader
 from litestar.di import Provide
 from litestar.exceptions import NotFoundException
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -27,6 +32,8 @@ from litestar.openapi.spec import (
 )
 from litestar.params import PathParameter
 from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
+from litestar.types import Guard
 from prometheus_client import CollectorRegistry
 
 from api.auth import JwtAuthenticationMiddleware, JwtSettings, JwtVerifier
@@ -84,7 +91,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
         security=[{BEARER_SCHEME: []}],
     )
     app = Litestar(
-        route_handlers=[api, OperationsController],
+        route_handlers=[api, OperationsController, _docs_assets()],
         dependencies=_dependencies(deps, metrics),
         exception_handlers={Exception: problem_handler(UnavailableAnswers(metrics.unavailable, clock=deps.monotonic))},
         openapi_config=_openapi_config(),
@@ -201,6 +208,36 @@ def _ignoring_app(factory: LifespanFactory) -> Callable[[Litestar], AbstractAsyn
     return lambda _app: factory()
 
 
+DOCS_ASSETS_PATH = "/schema/assets"
+"""Where the docs page's Swagger UI files are served from, out of the installed swagger-ui-py package: the page
+needs no CDN, so it works on a machine without internet."""
+_SWAGGER_UI = ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "favicon-32x32.png")
+
+
+def _docs_assets() -> Router:
+    """The Swagger UI files the docs page loads, and no others of the package's directory."""
+    directory = Path(str(files("swagger_ui") / "static"))
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH,
+        directories=[directory],
+        include_in_schema=False,
+        # Files of the package that never change while this version is installed: browsers may keep them a day.
+        cache_control=CacheControlHeader(max_age=86_400),
+        name="docs-assets",
+        guards=[_only(_SWAGGER_UI)],
+    )
+
+
+def _only(names: Sequence[str]) -> Guard:
+    allowed = frozenset(names)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if connection.path_params.get("file_path", "").lstrip("/") not in allowed:
+            raise NotFoundException
+
+    return guard
+
+
 def _openapi_config() -> OpenAPIConfig:
     bearer = SecurityScheme(
         type="http",
@@ -217,6 +254,15 @@ def _openapi_config() -> OpenAPIConfig:
         description="On-demand, asynchronous report generation. Errors are RFC 9457 problems "
         "(`application/problem+json`).",
         components=Components(security_schemes={BEARER_SCHEME: bearer}),
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+                standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+                css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+                favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS_PATH}/favicon-32x32.png'>",
+            )
+        ],
         tags=[
             Tag(name="reports", description="Report configurations (writes need the admin role)."),
             Tag(name="jobs", description="Generate a report, poll its job, cancel it, download the result."),

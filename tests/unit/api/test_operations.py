@@ -210,3 +210,17 @@ async def test_docs_page_is_served_at_schema(client: Client) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_the_docs_page_loads_swagger_ui_from_this_server_and_serves_only_its_files(client: Client) -> None:
+    page = await client.get("/schema")
+    bundle = await client.get("/schema/assets/swagger-ui-bundle.js")
+    other_file = await client.get("/schema/assets/swagger-editor.js")
+
+    assert page.status_code == 200
+    assert "/schema/assets/swagger-ui-bundle.js" in page.text
+    assert "/schema/assets/swagger-ui.css" in page.text
+    assert "https://" not in page.text, "no asset from a CDN"
+    assert (bundle.status_code, bundle.headers["content-type"]) == (200, "text/javascript; charset=utf-8")
+    assert bundle.headers["cache-control"] == "max-age=86400"
+    assert other_file.status_code == 404
