@@ -29,7 +29,7 @@ def chromium() -> str:
 def rendered_page(url: str) -> str:
     """The page's DOM after its scripts ran, in a browser that can reach 127.0.0.1 and nothing else."""
     with tempfile.TemporaryDirectory() as profile:
-        result = subprocess.run(  # noqa: S603 - our own arguments
+        result = subprocess.run(
             [
                 chromium(),
                 "--headless",
