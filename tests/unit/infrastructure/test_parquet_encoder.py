@@ -339,7 +339,7 @@ def streamed_rows(count: int, batch_rows: int = 1000) -> Iterator[list[Row]]:
 
 
 async def test_memory_stays_about_one_row_group_however_many_rows_are_streamed(tmp_path: Path) -> None:
-    rows, row_group_rows = 500_000, 25_000
+    rows, row_group_rows = 200_000, 10_000
     tracemalloc.start()
     try:
         one_batch = next(streamed_rows(1000))
