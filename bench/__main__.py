@@ -24,6 +24,7 @@ from bench.bigreport import run_bigreport
 from bench.config import Options, parse
 from bench.fixtures import create_fixtures, create_status_jobs
 from bench.http_phase import ENDPOINTS, run_http
+from bench.joblist import run_joblist
 from bench.load import require_wrk
 from bench.logscan import scan
 from bench.noise import BUDGET, machine_cpu, set_budget
@@ -77,6 +78,8 @@ async def measure_all(options: Options, stack: Stack, results: dict[str, Any]) -
             results["pipeline"] = await run_pipeline(stack, db, fixtures.small_report, options.pipeline_jobs)
         if "bigreport" in options.parts:
             results["bigreport"] = await run_bigreport(stack, fixtures, db, options.big_rows)
+        if "joblist" in options.parts:
+            results["joblist"] = await run_joblist(stack, fixtures, db)
     finally:
         await db.close()
 

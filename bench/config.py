@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-PARTS = ("generate", "status", "pipeline", "bigreport")
+PARTS = ("generate", "status", "pipeline", "bigreport", "joblist")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ worker's RSS about 100 MB larger."""
 COPY_RATIO_OF = {"csv": COPY_RATIO, "ndjson": 0.5, "parquet": 0.5}
 """Formats held to a share of COPY's time (issue 10: NDJSON and Parquet at least half of it)."""
 XLSX_ROWS_PER_SECOND = 100_000
+PAGE_500_RATIO = 1.25
+"""Page 500 of a job list costs what page 1 costs (issue 11), within the noise of a few-millisecond request."""
 PDF_SECONDS = 10.0
 """A PDF of the row cap, with a chart, within this many seconds."""
 LOG_COST = 0.05
@@ -208,6 +210,19 @@ def _peak(runs: list[dict[str, Any]], rows: int, fmt: str) -> float:
     return next((r["worker_peak_rss_mb"] for r in runs if r["rows"] == rows and r["format"] == fmt), 0.0)
 
 
+def joblist_rows(joblist: dict[str, Any]) -> list[Row]:
+    return [
+        row(
+            f"job list of {joblist['jobs']:,} jobs, page 500 ms (median)",
+            f"{joblist['page_500_ms']:.2f}",
+            f"page 1 {joblist['page_1_ms']:.2f}",
+            times(joblist["ratio"]),
+            f"<= {PAGE_500_RATIO:.2f}x page 1",
+            joblist["ratio"] <= PAGE_500_RATIO,
+        )
+    ]
+
+
 def log_rows(logs: dict[str, dict[str, Any]]) -> list[Row]:
     errors = sum(entry["errors"] for entry in logs.values())
     detail = ", ".join(f"{name} {entry['errors']}" for name, entry in logs.items() if entry["errors"]) or "none"
@@ -259,6 +274,7 @@ def build(results: dict[str, Any]) -> list[Row]:
     rows = http_rows(results["http"]) if "http" in results else []
     rows += pipeline_rows(results["pipeline"]) if "pipeline" in results else []
     rows += big_rows(results["bigreport"]) if "bigreport" in results else []
+    rows += joblist_rows(results["joblist"]) if "joblist" in results else []
     return rows + log_rows(results.get("logs", {})) + noise_rows(results)
 
 
