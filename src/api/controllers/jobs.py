@@ -179,16 +179,19 @@ class JobsController(Controller):
             created_after=_moment("createdAfter", created_after),
             created_before=_moment("createdBefore", created_before),
         )
-        query = ListJobsQuery(
-            user_id=request.user.user_id,
-            is_admin=request.user.is_admin,
-            selection=selection,
-            limit=limit,
-            after=None if cursor is None else decode_cursor(cursor),
+        after = None if cursor is None else decode_cursor(cursor)
+        page = await services.use_cases.list_jobs.execute(
+            ListJobsQuery(
+                user_id=request.user.user_id,
+                is_admin=request.user.is_admin,
+                selection=selection,
+                limit=limit,
+                after=after,
+            )
         )
-        page = await services.use_cases.list_jobs.execute(query)
-        show_detail = request.user.is_admin
-        items = [job_status_out(job, show_detail=show_detail, **job_urls(request, job.id)) for job in page.items]
+        items = [
+            job_status_out(job, show_detail=request.user.is_admin, **job_urls(request, job.id)) for job in page.items
+        ]
         next_cursor = None if page.next is None else encode_cursor(page.next)
         headers = {} if next_cursor is None else {"Link": f'<{_with_cursor(request, next_cursor)}>; rel="next"'}
         return Response(JobListOut(items=items, next_cursor=next_cursor), headers=headers)
@@ -246,14 +249,11 @@ class JobsController(Controller):
         if_range: IfRange = None,
     ) -> Response[Any]:
         result = await services.use_cases.get_result.execute(_job_query(request, job_id))
-        headers = _result_headers(result)
-        if _etag_matches(if_none_match, headers["ETag"]):
-            return Response(None, status_code=304, headers=_validators(headers))
-        part = _part(result, byte_range, if_range, headers["ETag"])
-        if part is None:
-            return Stream(result.content(), headers=headers)
-        headers.update({"Content-Range": part.content_range, "Content-Length": str(part.length)})
-        return Stream(result.content(part.start, part.length), status_code=206, headers=headers)
+        status, headers, part = _answer(result, if_none_match, byte_range, if_range)
+        if status == 304:
+            return Response(None, status_code=status, headers=headers)
+        content = result.content() if part is None else result.content(part.start, part.length)
+        return Stream(content, status_code=status, headers=headers)
 
     @head(
         "/{jobId:str}" + RESULT_SUFFIX,
@@ -272,14 +272,23 @@ class JobsController(Controller):
         if_range: IfRange = None,
     ) -> Response[None]:
         result = await services.use_cases.get_result.execute(_job_query(request, job_id))
-        headers = _result_headers(result)
-        if _etag_matches(if_none_match, headers["ETag"]):
-            return Response(None, status_code=304, headers=_validators(headers))
-        part = _part(result, byte_range, if_range, headers["ETag"])
-        if part is None:
-            return Response(None, headers=headers)
-        headers.update({"Content-Range": part.content_range, "Content-Length": str(part.length)})
-        return Response(None, status_code=206, headers=headers)
+        status, headers, _ = _answer(result, if_none_match, byte_range, if_range)
+        return Response(None, status_code=status, headers=headers)
+
+
+def _answer(
+    result: JobResult, if_none_match: str | None, byte_range: str | None, if_range: str | None
+) -> tuple[int, dict[str, str], ByteRange | None]:
+    """What GET and HEAD answer of a result: 304 when the client's copy is current, 206 with one range of it, or
+    200 with the whole; the status, the headers and the range (None: the whole)."""
+    headers = _result_headers(result)
+    if _etag_matches(if_none_match, headers["ETag"]):
+        return 304, _validators(headers), None
+    part = _part(result, byte_range, if_range, headers["ETag"])
+    if part is None:
+        return 200, headers, None
+    headers.update({"Content-Range": part.content_range, "Content-Length": str(part.length)})
+    return 206, headers, part
 
 
 def _result_headers(result: JobResult) -> dict[str, str]:
