@@ -3,6 +3,7 @@ call."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
@@ -11,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import chain, repeat, starmap
 from operator import itemgetter
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 import msgspec
@@ -41,6 +42,16 @@ def _json_fallback(value: Any) -> Any:
 
 
 _JSON = msgspec.json.Encoder(decimal_format="number", enc_hook=_json_fallback)
+
+
+FILE_CHUNK_BYTES = 1 << 20
+"""How much of a file format's finished file `file_chunks` reads at a time (and XLSX copies when it merges)."""
+
+
+async def file_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
+    """The rest of `file`, read in chunks off the event loop: how a file format's `end` hands its file over."""
+    while chunk := await asyncio.to_thread(file.read, FILE_CHUNK_BYTES):
+        yield chunk
 
 
 def value_text(value: object) -> str:

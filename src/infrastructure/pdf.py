@@ -59,7 +59,7 @@ from application.errors import ReportOutputFailed
 from application.ports import RenderContext, Row, RowEncoder
 from domain.jobs import ErrorCode
 from domain.reports import Chart, ChartType
-from infrastructure.encoders import value_text
+from infrastructure.encoders import file_chunks, value_text
 
 MAX_ROWS = 10_000
 MAX_COLUMN_WIDTH = 180.0
@@ -81,7 +81,6 @@ _MAX_TEXT = 200
 """Characters kept of a value: more than the widest column shows at the smallest font."""
 _MAX_LABELS = 20
 _CHART_HEIGHT, _LEGEND_WIDTH = 190.0, 110.0
-_CHUNK = 1 << 20
 _REGULAR, _BOLD = "ReportgenSans", "ReportgenSans-Bold"
 _PALETTE = tuple(
     map(colors.HexColor, ("#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948", "#B07AA1", "#9C755F"))
@@ -137,7 +136,7 @@ class PdfEncoder(RowEncoder):
     async def end(self) -> AsyncIterator[bytes]:
         file = self._file = tempfile.TemporaryFile(prefix="reportgen-pdf-")  # noqa: SIM115 (closed by close())
         await asyncio.to_thread(self._build, file)
-        while chunk := await asyncio.to_thread(file.read, _CHUNK):
+        async for chunk in file_chunks(file):
             yield chunk
 
     def close(self) -> None:

@@ -40,7 +40,7 @@ import msgspec
 import rustpy_xlsxwriter as xlsx
 
 from application.ports import RenderContext, Row, RowEncoder
-from infrastructure.encoders import unique_names, value_text
+from infrastructure.encoders import FILE_CHUNK_BYTES, file_chunks, unique_names, value_text
 
 SHEET_ROWS = 1_048_575
 """Rows of data per sheet: Excel's 1,048,576 rows, less the header."""
@@ -54,7 +54,6 @@ _DATE_FORMAT = "yyyy-mm-dd"
 _DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 _QUEUE_BATCHES = 8
 """Batches converted ahead of the writer: enough to keep both busy, few enough to keep memory flat."""
-_CHUNK = 1 << 20
 _PUT_POLL_SECONDS = 0.5
 _DONE = None
 _FIRST_EXCEL_YEAR = 1900
@@ -92,8 +91,12 @@ class XlsxEncoder(RowEncoder):
         await asyncio.to_thread(writer.join)
         self._raise_failure()
         path = self._sheets[0] if len(self._sheets) == 1 else await asyncio.to_thread(self._merged)
-        async for chunk in file_chunks(path):
-            yield chunk
+        file = await asyncio.to_thread(open, path, "rb")
+        try:
+            async for chunk in file_chunks(file):
+                yield chunk
+        finally:
+            file.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -182,16 +185,6 @@ class XlsxEncoder(RowEncoder):
         path = os.path.join(self._dir, "workbook.xlsx")
         merge_sheets(self._sheets, path)
         return path
-
-
-async def file_chunks(path: str) -> AsyncIterator[bytes]:
-    """The bytes of the file at `path`, read in chunks off the event loop."""
-    file = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(file.read, _CHUNK):
-            yield chunk
-    finally:
-        file.close()
 
 
 def _excel_rows(rows: Sequence[Row], width: int) -> list[Row]:
@@ -322,7 +315,7 @@ def merge_sheets(paths: Sequence[str], target: str) -> None:
                     out.writestr(info.filename, parts[info.filename](part.read().decode()))
                 else:
                     with out.open(info.filename, "w") as copy:
-                        shutil.copyfileobj(part, copy, _CHUNK)
+                        shutil.copyfileobj(part, copy, FILE_CHUNK_BYTES)
         for n, path in enumerate(paths[1:], start=2):
             with zipfile.ZipFile(path) as other, other.open(_SHEET_XML) as sheet:
                 xml = sheet.read().decode().replace(' tabSelected="1"', "", 1)  # one selected tab, the first
