@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from operator import itemgetter
@@ -291,21 +291,21 @@ def merge_sheets(paths: Sequence[str], target: str) -> None:
     with zipfile.ZipFile(paths[0]) as base, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
         parts: dict[str, Callable[[str], str]] = {
             _WORKBOOK: lambda xml: _workbook_xml(xml, names, paths),
-            _RELS: lambda xml: xml.replace(
+            _RELS: lambda xml: _before(
                 "</Relationships>",
-                "".join(
+                xml,
+                (
                     f'<Relationship Id="rIdSheet{n}" Type="{_WORKSHEET_REL}" Target="worksheets/sheet{n}.xml"/>'
                     for n in range(2, len(paths) + 1)
-                )
-                + "</Relationships>",
+                ),
             ),
-            _TYPES: lambda xml: xml.replace(
+            _TYPES: lambda xml: _before(
                 "</Types>",
-                "".join(
+                xml,
+                (
                     f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{_WORKSHEET_TYPE}"/>'
                     for n in range(2, len(paths) + 1)
-                )
-                + "</Types>",
+                ),
             ),
             _APP: lambda xml: _app_xml(xml, names),
         }
@@ -322,11 +322,14 @@ def merge_sheets(paths: Sequence[str], target: str) -> None:
                 out.writestr(f"xl/worksheets/sheet{n}.xml", xml)
 
 
+def _before(closing: str, xml: str, elements: Iterable[str]) -> str:
+    """`xml` with `elements` added as the last children of the element that `closing` ends."""
+    return xml.replace(closing, "".join(elements) + closing, 1)
+
+
 def _workbook_xml(xml: str, names: Sequence[str], paths: Sequence[str]) -> str:
-    sheets = "".join(
-        f'<sheet name="{name}" sheetId="{n}" r:id="rIdSheet{n}"/>' for n, name in enumerate(names[1:], start=2)
-    )
-    xml = xml.replace("</sheets>", sheets + "</sheets>")
+    sheets = (f'<sheet name="{name}" sheetId="{n}" r:id="rIdSheet{n}"/>' for n, name in enumerate(names[1:], start=2))
+    xml = _before("</sheets>", xml, sheets)
     found = _FILTER.search(xml)
     if found is None:
         return xml
