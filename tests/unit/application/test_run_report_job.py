@@ -1,5 +1,5 @@
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from uuid import UUID
@@ -8,7 +8,7 @@ import pytest
 
 from application.errors import ReportOutputFailed, ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.job_ledger import UnitOfWorkJobLedger
-from application.ports import RenderContext, Row, RowStream
+from application.ports import RenderContext, Row, RowEncoderFactory, RowStream
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult, estimate_progress
 from domain.jobs import ArtifactRef, ErrorCode, JobStatus
 from domain.reports import Binding
@@ -75,8 +75,10 @@ def runner(
     queue: FakeJobQueue,
     clock: FakeClock,
     policy: RunPolicy = POLICY,
+    encoders: Mapping[str, RowEncoderFactory] | None = None,
 ) -> RunReportJob:
-    return RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"csv": LinesEncoder}, queue, clock, policy)
+    encoders = {"csv": LinesEncoder} if encoders is None else encoders
+    return RunReportJob(UnitOfWorkJobLedger(uow), source, store, encoders, queue, clock, policy)
 
 
 @pytest.fixture
@@ -195,7 +197,7 @@ async def test_rows_the_format_cannot_hold_fail_the_job_with_the_encoders_code_a
     clock: FakeClock,
 ) -> None:
     source = FakeReportDataSource(columns=("n",), rows=[(i,) for i in range(5)])
-    run = RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"csv": RefusingEncoder}, queue, clock, POLICY)
+    run = runner(uow, source, store, queue, clock, encoders={"csv": RefusingEncoder})
     RefusingEncoder.closed = 0
 
     result = await run.execute(job_id)
@@ -220,7 +222,7 @@ async def test_a_format_this_worker_has_no_encoder_for_fails_the_job_saying_so(
     queue: FakeJobQueue,
     clock: FakeClock,
 ) -> None:
-    run = RunReportJob(UnitOfWorkJobLedger(uow), source, store, {"json": LinesEncoder}, queue, clock, POLICY)
+    run = runner(uow, source, store, queue, clock, encoders={"json": LinesEncoder})
 
     await run.execute(job_id)
 
