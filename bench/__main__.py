@@ -30,6 +30,7 @@ from bench.logscan import scan
 from bench.noise import BUDGET, machine_cpu, set_budget
 from bench.pipeline import run_pipeline
 from bench.stack import PG_URL, ROOT, Stack
+from bench.wait import run_wait
 
 PACKAGES = ("litestar", "granian", "arq", "asyncpg", "sqlalchemy", "python-jose", "redis")
 
@@ -80,6 +81,8 @@ async def measure_all(options: Options, stack: Stack, results: dict[str, Any]) -
             results["bigreport"] = await run_bigreport(stack, fixtures, db, options.big_rows)
         if "joblist" in options.parts:
             results["joblist"] = await run_joblist(stack, fixtures, db)
+        if "wait" in options.parts:
+            results["wait"] = await run_wait(stack, fixtures, db)
     finally:
         await db.close()
 

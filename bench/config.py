@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-PARTS = ("generate", "status", "pipeline", "bigreport", "joblist")
+PARTS = ("generate", "status", "pipeline", "bigreport", "joblist", "wait")
 
 
 @dataclass(frozen=True)

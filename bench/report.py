@@ -17,6 +17,8 @@ COPY_RATIO_OF = {"csv": COPY_RATIO, "ndjson": 0.5, "parquet": 0.5}
 XLSX_ROWS_PER_SECOND = 100_000
 PAGE_500_RATIO = 1.25
 """Page 500 of a job list costs what page 1 costs (issue 11), within the noise of a few-millisecond request."""
+WAIT_P50_MS = 100.0
+"""Issue 11: a small report's POST to the terminal status seen by a waiting client, median."""
 PDF_SECONDS = 10.0
 """A PDF of the row cap, with a chart, within this many seconds."""
 LOG_COST = 0.05
@@ -223,6 +225,31 @@ def joblist_rows(joblist: dict[str, Any]) -> list[Row]:
     ]
 
 
+def wait_rows(wait: dict[str, Any]) -> list[Row]:
+    to_terminal, commit = wait["post_to_terminal_ms"], wait["commit_to_answer_ms"]
+    reference = wait["polling_reference_ms"]
+    return [
+        row(
+            f"wait: POST to terminal status seen by a waiting client, ms p50 ({wait['waiters']:,} others waiting)",
+            f"{to_terminal['p50']:.1f}",
+            f"polling: >= {reference:,.0f}",
+            times(to_terminal["p50"] / reference),
+            f"< {WAIT_P50_MS:.0f} ms",
+            to_terminal["p50"] < WAIT_P50_MS,
+        ),
+        row("wait: POST to terminal status, ms p99", f"{to_terminal['p99']:.1f}"),
+        row("wait: worker's commit to the waiter's answer, ms p50 / p99", f"{commit['p50']:.1f} / {commit['p99']:.1f}"),
+        row(
+            f"wait: CPU of one API process holding {wait['waiters']:,} idle waiters, %",
+            f"{wait['idle_api_cpu_percent']:.1f}",
+            f"busy service connections {wait['busy_service_connections_while_waiting']}",
+            "",
+            "no early answers",
+            wait["answered_before_their_time"] == 0,
+        ),
+    ]
+
+
 def log_rows(logs: dict[str, dict[str, Any]]) -> list[Row]:
     errors = sum(entry["errors"] for entry in logs.values())
     detail = ", ".join(f"{name} {entry['errors']}" for name, entry in logs.items() if entry["errors"]) or "none"
@@ -275,6 +302,7 @@ def build(results: dict[str, Any]) -> list[Row]:
     rows += pipeline_rows(results["pipeline"]) if "pipeline" in results else []
     rows += big_rows(results["bigreport"]) if "bigreport" in results else []
     rows += joblist_rows(results["joblist"]) if "joblist" in results else []
+    rows += wait_rows(results["wait"]) if "wait" in results else []
     return rows + log_rows(results.get("logs", {})) + noise_rows(results)
 
 

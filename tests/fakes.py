@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,8 @@ from application.ports import (
     JobQueue,
     JobReader,
     JobSelection,
+    JobSignals,
+    JobWatch,
     RenderContext,
     ReportDataSource,
     Row,
@@ -265,6 +268,48 @@ class FakeJobReader(JobReader):
         if after is not None:
             chosen = [job for job in chosen if (job.created_at, job.id) < (after.created_at, after.job_id)]
         return copy.deepcopy(chosen[:limit])
+
+
+class FakeJobSignals(JobSignals):
+    """Waiters by job id; the test wakes them (`notify`), or stops the server (`close`). `watches` counts the watches
+    opened, so a test can tell that a request waited."""
+
+    def __init__(self) -> None:
+        self.events: dict[UUID, list[asyncio.Event]] = {}
+        self.closing = False
+        self.watches = 0
+
+    @asynccontextmanager
+    async def watch(self, job_id: UUID) -> AsyncIterator[JobWatch]:
+        event = asyncio.Event()
+        self.events.setdefault(job_id, []).append(event)
+        self.watches += 1
+        try:
+            yield _FakeWatch(self, event)
+        finally:
+            self.events[job_id].remove(event)
+
+    def notify(self, job_id: UUID) -> None:
+        for event in self.events.get(job_id, []):
+            event.set()
+
+    def close(self) -> None:
+        self.closing = True
+        for events in self.events.values():
+            for event in events:
+                event.set()
+
+
+@dataclass
+class _FakeWatch(JobWatch):
+    signals: FakeJobSignals
+    event: asyncio.Event
+
+    async def changed(self) -> bool:
+        if not self.signals.closing:
+            await self.event.wait()
+            self.event.clear()
+        return not self.signals.closing
 
 
 def _selected(job: JobExecutionLog, selection: JobSelection) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from application.errors import ArtifactMissing
-from application.ports import ArtifactStore, Clock, JobPosition, JobReader, JobSelection
-from domain.errors import JobNotFound, NotPermitted, ResultExpired, ResultNotReady
+from application.ports import ArtifactStore, Clock, JobPosition, JobReader, JobSelection, JobSignals
+from domain.errors import FieldError, InvalidInput, JobNotFound, NotPermitted, ResultExpired, ResultNotReady
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 
 
@@ -17,6 +18,8 @@ class JobQuery:
     job_id: UUID
     user_id: str
     is_admin: bool = False
+    wait_seconds: float = 0
+    """Status only: how long to wait for the job to finish before answering with the status it has then."""
 
 
 def visible_job(job: JobExecutionLog | None, query: JobQuery) -> JobExecutionLog:
@@ -26,14 +29,39 @@ def visible_job(job: JobExecutionLog | None, query: JobQuery) -> JobExecutionLog
     return job
 
 
-class GetJobStatus:
-    """A job as its owner (or an admin) sees it; anyone else is told it does not exist."""
+MAX_WAIT_SECONDS = 60
+"""The longest a status request may wait for its job to finish (`?wait=`): under the usual proxy read timeouts."""
 
-    def __init__(self, jobs: JobReader) -> None:
+
+class GetJobStatus:
+    """A job as its owner (or an admin) sees it; anyone else is told it does not exist.
+
+    With `wait_seconds`, the answer comes as soon as the job is terminal, or when the time is up with the status it
+    has then (or at once when the server is stopping). The wait holds no database connection: the job is read when
+    the wait starts and again each time the signals say it may have finished."""
+
+    def __init__(self, jobs: JobReader, signals: JobSignals | None = None) -> None:
         self._jobs = jobs
+        self._signals = signals
 
     async def execute(self, query: JobQuery) -> JobExecutionLog:
-        return visible_job(await self._jobs.get(query.job_id), query)
+        if not 0 <= query.wait_seconds <= MAX_WAIT_SECONDS:  # also refuses NaN
+            raise InvalidInput([FieldError("wait", f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS}")])
+        if query.wait_seconds == 0 or self._signals is None:
+            return visible_job(await self._jobs.get(query.job_id), query)
+        deadline = asyncio.get_running_loop().time() + query.wait_seconds
+        async with self._signals.watch(query.job_id) as watch:  # before the read: a finish after it is not missed
+            job = visible_job(await self._jobs.get(query.job_id), query)
+            while not job.is_terminal:
+                try:
+                    async with asyncio.timeout_at(deadline):  # only the sleep: a read is never cut short
+                        look_again = await watch.changed()
+                except TimeoutError:
+                    break
+                if not look_again:
+                    break
+                job = visible_job(await self._jobs.get(query.job_id), query)
+        return job
 
 
 @dataclass(frozen=True, slots=True)

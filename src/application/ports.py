@@ -12,7 +12,7 @@ from typing import Protocol, Self
 from uuid import UUID
 
 from domain.idempotency import IdempotencyRecord
-from domain.jobs import JobExecutionLog, JobStatus
+from domain.jobs import JobExecutionLog, JobStatus, JobStatusChanged
 from domain.reports import Binding, Chart, ParamValue, ReportConfiguration
 from domain.repositories import Admission, IdempotencyRepository, JobOwnerRepository, JobRepository, ReportRepository
 
@@ -101,6 +101,46 @@ class JobLedger(Protocol):
     async def renew_leases(self, jobs: Sequence[JobExecutionLog]) -> set[UUID]:
         """Store each Running job's lease and progress, without a new version (see JobRepository.heartbeat);
         the ids of those still Running in their attempt. The others changed nothing: their attempt must stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobTransition:
+    """A committed status change of a job, with the job as the same write saved it."""
+
+    change: JobStatusChanged
+    job: JobExecutionLog
+
+
+class JobEvents(Protocol):
+    """Where committed job transitions are announced: the one way the application says "job X went from A to B".
+
+    Called by `application.job_events` right after the write that made the transitions committed, never before and
+    never for a write that failed, oldest first. At most once per transition: a process that dies between its
+    commit and this call announces nothing, so whatever must not be lost (a webhook) is recorded by the write itself
+    and only hastened by an announcement. Never raises: a subscriber's failure is its own.
+    """
+
+    @abstractmethod
+    async def publish(self, transitions: Sequence[JobTransition]) -> None: ...
+
+
+class JobSignals(Protocol):
+    """Wakes the requests waiting for a job to finish (`GET /jobs/{id}?wait=`), in whichever process it finished.
+
+    A waiter holds no database connection: it registers, reads the job, and sleeps until a signal or its deadline.
+    A signal means "look again", never "it finished": a waiter always re-reads the job.
+    """
+
+    @abstractmethod
+    def watch(self, job_id: UUID) -> AbstractAsyncContextManager[JobWatch]:
+        """Register interest in `job_id` for the block: a signal sent once it is entered is not missed."""
+
+
+class JobWatch(Protocol):
+    @abstractmethod
+    async def changed(self) -> bool:
+        """Sleep until the job may have finished or the signals were lost for a while (True: read it again), or
+        until the server is stopping (False: stop waiting, answer now). The caller bounds it with a timeout."""
 
 
 class JobReader(Protocol):

@@ -18,6 +18,7 @@ from api.services import UseCases
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
+from application.job_events import PublishingJobLedger, Subscribers, publishing
 from application.job_ledger import UnitOfWorkJobLedger
 from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus, ListJobs
@@ -32,6 +33,7 @@ from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.formats import installed_encoders
 from infrastructure.inprocess import InProcessJobQueue
+from infrastructure.job_signals import LocalJobSignals, RedisJobSignals, job_events_channel
 from infrastructure.metrics import (
     JobGauges,
     JobMetrics,
@@ -68,6 +70,10 @@ class Container:
     run_reconcile: Reconcile
     """ReconcileJobs.execute, counted: what the periodic reconciler calls."""
     sweep: SweepExpiredArtifacts
+    signals: LocalJobSignals
+    """This process's requests waiting for jobs to finish (`?wait=`)."""
+    remote_signals: RedisJobSignals | None
+    """With Redis: how jobs finished in other processes reach `signals` (an API process runs its `listen`)."""
     registry: CollectorRegistry
     """Where this container's metrics are registered (the process's default registry unless overridden)."""
 
@@ -135,7 +141,16 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     def sql_uow() -> UnitOfWork:
         return SqlAlchemyUnitOfWork(engine)
 
-    uow = metrics.observe(sql_uow)  # counts the job transitions each use case commits
+    # Every committed job transition, in whichever use case: counted, and announced to the requests that wait.
+    events = Subscribers(metrics.record)
+    signals = LocalJobSignals()
+    remote_signals = None
+    if redis is not None:
+        remote_signals = RedisJobSignals(redis, job_events_channel(settings.queue_name), signals)
+        events.add(remote_signals.publish)
+    else:
+        events.add(signals.on_transitions)
+    uow = publishing(sql_uow, events)
 
     artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
     queue: JobQueue = overrides.get("queue") or (
@@ -151,11 +166,11 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     # The one choice between the paths: on PostgreSQL the hot paths run the unit of work's statements on the driver
     # connection, some composed into one round trip; elsewhere they run as units of work.
     admission: JobAdmission = UnitOfWorkAdmission(uow)
-    ledger: JobLedger = UnitOfWorkJobLedger(uow)  # counted by the observed unit of work
+    ledger: JobLedger = UnitOfWorkJobLedger(uow)  # announced by its units of work
     reader: JobReader = SqlAlchemyJobReader(engine)
     if engine.dialect.name == "postgresql":
         admission = PostgresJobAdmission(engine, transactional=admission)
-        ledger = metrics.observe_ledger(PostgresJobLedger(engine))
+        ledger = PublishingJobLedger(PostgresJobLedger(engine), events)
         reader = PostgresJobReader(engine)
     source = SqlReportDataSource(reporting)
     encoders = encoders_for(encoders=installed_encoders(pdf_max_rows=settings.pdf_max_rows))
@@ -176,7 +191,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
                 default_limit=settings.max_active_jobs_per_user,
                 installed_formats=frozenset(encoders),
             ),
-            get_status=GetJobStatus(reader),
+            get_status=GetJobStatus(reader, signals),
             list_jobs=ListJobs(reader),
             get_result=GetJobResult(reader, artifacts, clock),
             cancel=CancelJob(uow, queue, clock),
@@ -192,6 +207,8 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
             ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts).execute
         ),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
+        signals=signals,
+        remote_signals=remote_signals,
         registry=registry,
     )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,28 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
     )
 
 
+def _before_the_server_drains(callback: Callable[[], None]) -> None:
+    """Run `callback` as soon as this process is told to stop (SIGTERM, SIGINT), ahead of the server's own handler.
+
+    granian stops accepting on the signal, then waits for every request in flight before the lifespan's shutdown
+    runs: too late for a request waiting for its job (`?wait=`, up to a minute), which must answer at once. Its handler
+    is the event loop's (`loop.add_signal_handler`); asyncio keeps no public way to read a handler, so the previous
+    one is taken from the loop and called after ours (tests/e2e/faults pin the behaviour). Without a server's handler
+    (an app in a test client) nothing is installed."""
+    loop = asyncio.get_running_loop()
+    handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = handlers.get(sig)
+        if previous is None:
+            continue
+
+        def chained(previous: asyncio.Handle = previous) -> None:
+            callback()
+            previous._run()
+
+        loop.add_signal_handler(sig, chained)
+
+
 @asynccontextmanager
 async def _run(container: Container) -> AsyncIterator[None]:
     periodic: list[asyncio.Task[None]] = []
@@ -92,6 +115,10 @@ async def _run(container: Container) -> AsyncIterator[None]:
             "job_gauges": (container.job_gauges().sample, settings.reconcile_interval_seconds),
         }
         periodic = [asyncio.create_task(run_periodically(fn, s, name=name)) for name, (fn, s) in every.items()]
+    elif container.remote_signals is not None and container.settings.redis_url is not None:
+        # Jobs finish in the workers: hear of them, to answer the requests waiting here.
+        periodic = [asyncio.create_task(container.remote_signals.listen(container.settings.redis_url))]
+    _before_the_server_drains(container.signals.close)
     # What start-up loaded lives as long as the app: keep it out of the collector's full passes, which under load
     # grow with the requests in flight (bench/README.md has the figures). Unfrozen at shutdown, so that a process
     # that builds several apps (the tests) can still collect the ones it is done with.
@@ -99,6 +126,7 @@ async def _run(container: Container) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        container.signals.close()  # waiting requests answer now, with the status their job has
         gc.unfreeze()
         for task in periodic:
             task.cancel()

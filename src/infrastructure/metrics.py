@@ -1,23 +1,20 @@
 """The Prometheus metrics of jobs, at the edges (Prometheus stays out of `application`).
 
 Job metrics come from four edges the composition root wires in:
-- `ObservedUnitOfWork`: the job transitions a use case *committed* (started, finished, handed back), read off
-  the saved entity, so any process that moves a job counts it (worker, reconciler, an API cancel);
+- `JobMetrics.record`: a subscriber of the committed job transitions (`application.job_events`): started,
+  finished, handed back, in whichever process moved the job (worker, reconciler, an API cancel);
 - `JobMetrics.instrument`: the worker hook around each delivery (outcome, run time, in progress);
 - `JobMetrics.instrument_reconcile`: what each reconciler run did;
 - `JobGauges.sample`: Queued/Running rows and the queue's length, sampled periodically.
 """
 
 import asyncio
-import copy
 import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -25,12 +22,10 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.ports import JobLedger, UnitOfWork, UnitOfWorkFactory
+from application.ports import JobTransition
 from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
 from domain.jobs import ErrorCode, JobExecutionLog, JobStatus
-from domain.reports import ReportConfiguration
-from domain.repositories import Admission, JobRepository
 from infrastructure.logs import JOB_CLOCK_KEY
 from infrastructure.persistence.statements import ACTIVE
 from infrastructure.persistence.tables import jobs as jobs_table
@@ -122,20 +117,20 @@ class JobMetrics:
             multiprocess_mode="livesum",
         )
 
-    def record(self, job: JobExecutionLog) -> None:
-        """Count a transition that was just committed, from the job as it was saved."""
-        if job.status is JobStatus.RUNNING:  # only a claim (Queued -> Running) saves a job as Running
-            self.started.inc()
-            if job.attempts == 1 and job.started_at is not None:
-                self.queue_wait.observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
-        elif job.status is JobStatus.QUEUED:  # only a hand-back saves a job as Queued (a new one is added)
-            self.retries.labels(_error_label(job)).inc()
-        elif job.status is JobStatus.SUCCEEDED:
-            if job.artifact is not None:  # without one, the retention sweep discarded it: not a transition
-                self.finished.labels(job.status.value, "none").inc()
-                self.artifact_size.observe(job.artifact.size)
-        else:
-            self.finished.labels(job.status.value, _error_label(job)).inc()
+    async def record(self, transitions: Sequence[JobTransition]) -> None:
+        """Count committed transitions (a `JobEvents` subscriber)."""
+        for transition in transitions:
+            job, new = transition.job, transition.change.new
+            if new is JobStatus.RUNNING:
+                self.started.inc()
+                if job.attempts == 1 and job.started_at is not None:
+                    self.queue_wait.observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
+            elif new is JobStatus.QUEUED:
+                self.retries.labels(_error_label(job)).inc()
+            else:
+                self.finished.labels(new.value, _error_label(job)).inc()
+                if job.artifact is not None:
+                    self.artifact_size.observe(job.artifact.size)
 
     def instrument(self, run: JobHandler) -> JobHandler:
         """Wrap a job handler: each delivery is counted by outcome, timed, and its log lines can say how long."""
@@ -167,99 +162,6 @@ class JobMetrics:
             return result
 
         return reconciled
-
-    def observe(self, uow: UnitOfWorkFactory) -> UnitOfWorkFactory:
-        """A unit-of-work factory whose units count the job transitions they commit."""
-        return lambda: ObservedUnitOfWork(uow(), self.record)
-
-    def observe_ledger(self, ledger: JobLedger) -> JobLedger:
-        """A job ledger whose claims and saves count as the transitions they are (each is committed on return)."""
-        return ObservedJobLedger(ledger, self.record)
-
-
-class ObservedUnitOfWork(UnitOfWork):
-    """Passes everything to `inner`; after a successful commit, hands each job it saved to `on_commit`."""
-
-    def __init__(self, inner: UnitOfWork, on_commit: Callable[[JobExecutionLog], None]) -> None:
-        self._inner = inner
-        self._on_commit = on_commit
-        self._saved: list[JobExecutionLog] = []
-
-    async def __aenter__(self) -> Self:
-        entered = await self._inner.__aenter__()
-        self.reports, self.owners, self.idempotency = entered.reports, entered.owners, entered.idempotency
-        self.jobs = _ObservedJobs(entered.jobs, self._saved)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._saved.clear()
-        await self._inner.__aexit__(exc_type, exc, tb)
-
-    async def commit(self) -> None:
-        await self._inner.commit()
-        saved = self._saved[:]
-        self._saved.clear()
-        for job in saved:
-            self._on_commit(job)
-
-
-class _ObservedJobs(JobRepository):
-    def __init__(self, inner: JobRepository, saved: list[JobExecutionLog]) -> None:
-        self._inner = inner
-        self._saved = saved
-
-    async def update(self, job: JobExecutionLog) -> None:
-        await self._inner.update(job)
-        self._saved.append(copy.copy(job))  # as saved: later changes before the commit are not what it commits
-
-    async def get(self, job_id: UUID) -> JobExecutionLog | None:
-        return await self._inner.get(job_id)
-
-    async def add(
-        self, job: JobExecutionLog, *, default_limit: int = 0, as_read: ReportConfiguration | None = None
-    ) -> Admission:
-        return await self._inner.add(job, default_limit=default_limit, as_read=as_read)
-
-    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
-        job = await self._inner.claim(job_id, now, lease_until)
-        if job is not None:
-            self._saved.append(copy.copy(job))
-        return job
-
-    async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
-        return await self._inner.list_unfinished(limit)
-
-    async def list_expired(self, now: datetime, limit: int) -> list[JobExecutionLog]:
-        return await self._inner.list_expired(now, limit)
-
-    async def heartbeat(self, job: JobExecutionLog) -> bool:
-        return await self._inner.heartbeat(job)
-
-
-class ObservedJobLedger(JobLedger):
-    """Passes everything to `inner`; hands each job that a claim or save stored to `on_commit`."""
-
-    def __init__(self, inner: JobLedger, on_commit: Callable[[JobExecutionLog], None]) -> None:
-        self._inner = inner
-        self._on_commit = on_commit
-
-    async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
-        job = await self._inner.claim(job_id, now, lease_until)
-        if job is not None:
-            self._on_commit(job)
-        return job
-
-    async def get(self, job_id: UUID) -> JobExecutionLog | None:
-        return await self._inner.get(job_id)
-
-    async def save(self, job: JobExecutionLog) -> None:
-        await self._inner.save(job)
-        self._on_commit(job)
-
-    async def renew_leases(self, jobs: Sequence[JobExecutionLog]) -> set[UUID]:
-        return await self._inner.renew_leases(jobs)
 
 
 JobCounts = Callable[[], Awaitable[Mapping[str, int]]]

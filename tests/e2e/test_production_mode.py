@@ -8,6 +8,7 @@ import io
 import json
 import re
 import subprocess
+import time
 from typing import Any
 
 import httpx
@@ -180,6 +181,35 @@ def test_slow_report_is_seen_running_with_rising_progress(production: Deployment
         assert seen == sorted(seen), "progress never decreases"
         assert max(seen) > 0, "progress was reported while running"
         assert len(alice.get(job["resultUrl"]).text.splitlines()) == 3001
+
+
+def test_a_waiting_client_is_answered_as_soon_as_the_worker_finishes_the_job(production: Deployment) -> None:
+    """`?wait=` across processes: the worker's commit reaches the API's waiter over Redis, not by polling."""
+    slow = {**SERIES, "query": "SELECT n, pg_sleep(1)::text AS pause FROM generate_series(1, 1) AS n", "parameters": []}
+    report_id = create_report(production, slow)
+    with production.client(production.token("alice")) as alice:
+        job = generate(alice, report_id).json()
+        started = time.monotonic()
+        short = alice.get(job["statusUrl"], params={"wait": "0.3"})
+        assert short.json()["status"] in {"Queued", "Running"}, "the time was up before the job finished"
+        assert short.headers["Retry-After"]
+        assert 0.3 <= time.monotonic() - started < 1.0
+
+        waited = alice.get(job["statusUrl"], params={"wait": "30"}, timeout=40)
+        elapsed = time.monotonic() - started
+        assert waited.json()["status"] == "Succeeded"
+        assert 1.0 <= elapsed < 5.0, f"answered {elapsed:.2f} s after submit for a 1 s report"
+        assert "Retry-After" not in waited.headers
+
+        immediate = time.monotonic()
+        assert alice.get(job["statusUrl"], params={"wait": "30"}).json()["status"] == "Succeeded"
+        assert time.monotonic() - immediate < 1.0, "a finished job is answered at once"
+        assert alice.get(job["statusUrl"], params={"wait": "61"}).status_code == 422
+
+    with production.client(production.token("bob")) as bob:
+        refused = time.monotonic()
+        assert bob.get(job["statusUrl"], params={"wait": "30"}).status_code == 404
+        assert time.monotonic() - refused < 1.0, "someone else's job is not waited for"
 
 
 def test_reports_run_as_the_reporting_role_which_cannot_read_reportgens_tables(production: Deployment) -> None:

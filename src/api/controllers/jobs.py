@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from inspect import getdoc
@@ -24,7 +25,15 @@ from api.errors import problem_responses
 from api.ranges import ByteRange, RangeNotSatisfiable, range_applies, requested_range
 from api.schemas import JobErrorOut, JobId, JobListOut, JobStatusOut, utc
 from api.services import ApiServices
-from application.job_queries import GetJobResult, GetJobStatus, JobQuery, JobResult, ListJobs, ListJobsQuery
+from application.job_queries import (
+    MAX_WAIT_SECONDS,
+    GetJobResult,
+    GetJobStatus,
+    JobQuery,
+    JobResult,
+    ListJobs,
+    ListJobsQuery,
+)
 from application.ports import JobSelection
 from domain.formats import OUTPUT_FORMATS
 from domain.jobs import JobExecutionLog, JobStatus
@@ -202,15 +211,24 @@ class JobsController(Controller):
         summary="Read a job's status",
         description=getdoc(GetJobStatus),
         response_headers=[RETRY_AFTER],
-        responses=problem_responses(400, 401, 404, 503),
+        responses=problem_responses(400, 401, 404, 422, 503),
     )
     async def status(
         self,
         request: AuthenticatedRequest,
         job_id: JobId,
         services: NamedDependency[ApiServices],
+        wait: Annotated[
+            float,
+            QueryParameter(
+                description=f"Seconds (0-{MAX_WAIT_SECONDS}) to wait for the job to finish: the answer comes as soon "
+                "as it is terminal, or when the time is up with its status then. Outside the range: 422.",
+                schema_extra={"minimum": 0, "maximum": MAX_WAIT_SECONDS},  # checked by the use case: 422, not 400
+            ),
+        ] = 0,
     ) -> Response[JobStatusOut]:
-        job = await services.use_cases.get_status.execute(_job_query(request, job_id))
+        query = replace(_job_query(request, job_id), wait_seconds=wait)
+        job = await services.use_cases.get_status.execute(query)
         return _status_response(request, job, services.poll_after_seconds)
 
     @post(

@@ -304,3 +304,44 @@ def test_sigterm_on_a_worker_lets_its_job_finish_within_the_grace_or_hands_it_ba
         assert len(alice.get(f"/api/v1/jobs/{handed}/result").text.splitlines()) == HANDED_BACK_ROWS + 1
     successes = faults.successes()
     assert (successes[finished], successes[handed]) == (1, 1)
+
+
+WAITERS = 5
+
+
+def test_clients_waiting_on_a_stopping_api_are_answered_at_once_and_can_wait_again(faults: FaultDeployment) -> None:
+    """SIGTERM answers every `?wait=` request with the job's status then (no request holds the shutdown for its
+    minute), and a restarted API answers the re-wait as soon as the worker finishes the job."""
+    scenario = "6d SIGTERM on the API while clients wait"
+    faults.up(workers=1)
+    slow = faults.create_report(SLOW)
+    with faults.client(faults.token("alice")) as alice:
+        job_id = slow_job_running(alice, slow)
+        answers: list[tuple[int, str, float]] = []
+
+        def wait_for_job() -> None:
+            with faults.client(faults.token("alice")) as client:
+                response = client.get(f"/api/v1/jobs/{job_id}", params={"wait": "60"}, timeout=70)
+                answers.append((response.status_code, response.json()["status"], time.monotonic()))
+
+        waiters = [threading.Thread(target=wait_for_job) for _ in range(WAITERS)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.5)  # all of them are waiting by now
+        api = faults.api
+        api.popen.send_signal(signal.SIGTERM)
+        term_at = time.monotonic()
+        for waiter in waiters:
+            waiter.join(timeout=20)
+        answered = max((at for _, _, at in answers), default=term_at) - term_at
+        record(scenario, f"SIGTERM -> {len(answers)} waiting clients answered", answered)
+        assert len(answers) == WAITERS, "every waiting client got an answer"
+        assert {(code, status) for code, status, _ in answers} == {(200, "Running")}
+        assert answered < 3, "waiters are answered at the signal, not when their wait runs out"
+        assert faults.wait_exit(api, timeout=30) == 0
+
+        faults.start_api()
+        faults.wait_ready()
+        rewait = alice.get(f"/api/v1/jobs/{job_id}", params={"wait": "60"}, timeout=70)
+        record(scenario, "API restarted -> re-wait answered with the finished job", time.monotonic() - term_at)
+        assert rewait.json()["status"] == "Succeeded"

@@ -22,12 +22,22 @@ from api.services import UseCases
 from application.cancel_job import CancelJob
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
+from application.job_events import Subscribers, publishing
 from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
+from application.ports import JobTransition
 from domain.jobs import ArtifactRef, JobExecutionLog
 from domain.reports import ParameterType, ReportConfiguration, ReportParameter
-from tests.fakes import FakeArtifactStore, FakeClock, FakeDatabase, FakeJobQueue, FakeJobReader, FakeUnitOfWork
+from tests.fakes import (
+    FakeArtifactStore,
+    FakeClock,
+    FakeDatabase,
+    FakeJobQueue,
+    FakeJobReader,
+    FakeJobSignals,
+    FakeUnitOfWork,
+)
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 ISSUER = "https://issuer.test"
@@ -52,9 +62,16 @@ class Backend:
     clock: FakeClock = field(default_factory=FakeClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     queue: FakeJobQueue = field(init=False)
+    signals: FakeJobSignals = field(default_factory=FakeJobSignals)
 
     def __post_init__(self) -> None:
         self.queue = FakeJobQueue(self.db)
+
+    async def announce(self, transitions: Sequence[JobTransition]) -> None:
+        """What the composition root subscribes in embedded mode: a job finished, its waiters look again."""
+        for transition in transitions:
+            if transition.change.new.is_terminal:
+                self.signals.notify(transition.change.job_id)
 
     def uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self.db)
@@ -107,11 +124,11 @@ DEFAULT_JOB_LIMIT = 10
 
 
 def dependencies(backend: Backend, auth: JwtSettings, **overrides: Any) -> ApiDependencies:
-    uow, reader = backend.uow, FakeJobReader(backend.db)
+    uow, reader = publishing(backend.uow, Subscribers(backend.announce)), FakeJobReader(backend.db)
     deps = ApiDependencies(
         use_cases=UseCases(
             initiate=InitiateAsynchronousReportJob(uow, UnitOfWorkAdmission(uow), backend.queue, backend.clock),
-            get_status=GetJobStatus(reader),
+            get_status=GetJobStatus(reader, backend.signals),
             list_jobs=ListJobs(reader),
             get_result=GetJobResult(reader, backend.artifacts, backend.clock),
             cancel=CancelJob(uow, backend.queue, backend.clock),

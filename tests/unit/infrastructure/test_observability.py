@@ -16,6 +16,7 @@ from application.cancel_job import CancelJob
 from application.errors import ReportQueryFailed, StorageUnavailable
 from application.initiate_report_job import InitiateAsynchronousReportJob, InitiateReportJob
 from application.job_admission import UnitOfWorkAdmission
+from application.job_events import PublishingJobLedger, Subscribers, publishing
 from application.job_ledger import UnitOfWorkJobLedger
 from application.job_queries import JobQuery
 from application.reconcile_jobs import Reconciled, ReconcileJobs
@@ -156,19 +157,20 @@ async def test_job_metrics_count_each_delivery_by_outcome_and_time_it() -> None:
 
 
 class World:
-    """The use cases on fakes, their units of work observed by JobMetrics on a registry of the test's own."""
+    """The use cases on fakes, their committed transitions counted by JobMetrics on a registry of the test's own."""
 
     def __init__(self, *, ledger: bool = False) -> None:
-        """`ledger`: the worker saves through an observed job ledger (as on PostgreSQL), not its units of work."""
+        """`ledger`: the worker saves through a publishing job ledger (as on PostgreSQL), not its units of work."""
         self.db = FakeDatabase()
         self.clock = FakeClock()
         self.queue = FakeJobQueue(self.db)
         self.source = FakeReportDataSource()
         self.registry = CollectorRegistry()
         self.metrics = JobMetrics(self.registry)
-        self.uow = self.metrics.observe(lambda: FakeUnitOfWork(self.db))
+        events = Subscribers(self.metrics.record)
+        self.uow = publishing(lambda: FakeUnitOfWork(self.db), events)
         policy = RunPolicy(max_attempts=2, lease_seconds=15, heartbeat_seconds=0.01, retry_base_delay_seconds=0)
-        observed = self.metrics.observe_ledger(UnitOfWorkJobLedger(lambda: FakeUnitOfWork(self.db)))
+        observed = PublishingJobLedger(UnitOfWorkJobLedger(lambda: FakeUnitOfWork(self.db)), events)
         self.run = RunReportJob(
             observed if ledger else UnitOfWorkJobLedger(self.uow),
             self.source,
