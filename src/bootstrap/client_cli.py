@@ -26,6 +26,10 @@ class UsageError(Exception):
     """A command line the server need not see to refuse."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C, after what it did to the job has been said."""
+
+
 def add_client_commands(commands: Any) -> None:
     """Add `reports`, `jobs`, `run` and `download` to the `reportgen` parser's subcommands."""
     common = argparse.ArgumentParser(add_help=False)
@@ -70,6 +74,8 @@ def run_client_command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         output.error("interrupted")
+        return EXIT_INTERRUPTED
+    except Interrupted:
         return EXIT_INTERRUPTED
 
 
@@ -120,7 +126,7 @@ def _job_row(job: Job, report_names: dict[str, str]) -> tuple[str, ...]:
 
 def _run(client: Client, args: argparse.Namespace, output: Output) -> int:
     report = client.report(args.report_id)
-    submitted = client.submit(report.id, _typed_parameters(report, args.param), args.format)
+    submitted = client.submit(report.id, typed_parameters(report, args.param), args.format)
     output.message(f"Job {submitted.job_id}" + (" (submitted before: the same job)" if submitted.replayed else ""))
     job = _follow(client, submitted.job_id, report.name, args.timeout, output)
     if job.status != "Succeeded":
@@ -145,7 +151,7 @@ def _follow(client: Client, job_id: str, title: str, timeout: float | None, outp
         except KeyboardInterrupt:
             bar.pause()
             _offer_cancel(client, job_id, output)
-            raise
+            raise Interrupted from None
 
 
 def _offer_cancel(client: Client, job_id: str, output: Output) -> None:
@@ -182,7 +188,7 @@ _TEXT_TO_JSON: dict[str, Callable[[str], object]] = {
 }
 
 
-def _typed_parameters(report: Report, pairs: Sequence[str]) -> dict[str, object]:
+def typed_parameters(report: Report, pairs: Sequence[str]) -> dict[str, object]:
     """`-p NAME=VALUE` as the JSON values the report's parameter types call for (a date and a string stay text;
     a name the report does not declare is sent as text, for the server to name in its answer)."""
     types = {p.name: p.type for p in report.parameters}

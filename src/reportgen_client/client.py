@@ -214,7 +214,7 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if not repeatable or last:
+                if not repeatable or last or isinstance(exc, httpx.ConnectError):  # the transport retried connects
                     raise ConnectionFailed(f"{method} {self.url}{path}: {str(exc) or type(exc).__name__}") from exc
                 self._sleep(0.5 * 2**attempt)
                 continue

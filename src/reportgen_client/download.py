@@ -23,7 +23,6 @@ ProgressCallback = Callable[[int, int | None], None]
 
 MAX_FAILURES = 5
 """Connection failures in a row (without a byte of progress between them) before giving up."""
-CHUNK = 65_536
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _SHA256_ETAG = re.compile(r'"([0-9a-f]{64})"')
 
@@ -133,7 +132,7 @@ def _receive(response: httpx.Response, state: _State, offset: int, on_progress: 
         file.truncate()
         if on_progress is not None:
             on_progress(done, state.total)
-        for chunk in response.iter_raw(CHUNK):
+        for chunk in response.iter_bytes():
             file.write(chunk)
             done += len(chunk)
             if on_progress is not None:
