@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from reportgen_client import Client, ConfigurationError, ConnectionFailed, Conflict, NotFound, Unavailable, WaitTimeout
+from reportgen_client import Client, ConfigurationError, Conflict, ConnectionFailed, NotFound, Unavailable, WaitTimeout
 from tests.unit.client.fake_server import BASE, JOB_ID, REPORT_ID, FakeServer, job_body
 
 
