@@ -112,16 +112,23 @@ def _jobs(client: Client, args: argparse.Namespace, output: Output) -> int:
         output.document([job.raw for job in jobs])
         return EXIT_OK
     names = {report.id: report.name for report in client.reports()} if jobs else {}
-    header = ("Job ID", "Report", "Status", "Progress", "Format", "Created (UTC)", "Error")
+    header = ("Job ID", "Report", "Status", "Progress", "Format", "Created (UTC)", "Error")  # --json: the messages
     output.table("Jobs, newest first", header, [_job_row(job, names) for job in jobs])
     return EXIT_OK
 
 
 def _job_row(job: Job, report_names: dict[str, str]) -> tuple[str, ...]:
-    error = "" if job.error is None else f"{job.error.code}: {job.error.message}"
     created = job.created_at.strftime("%Y-%m-%d %H:%M:%S")
     report = report_names.get(job.report_id, job.report_id)
-    return (job.job_id, report, job.status, f"{job.progress} %", job.format, created, error)
+    return (
+        job.job_id,
+        report,
+        job.status,
+        f"{job.progress}%",
+        job.format,
+        created,
+        job.error.code if job.error else "",
+    )
 
 
 def _run(client: Client, args: argparse.Namespace, output: Output) -> int:
@@ -168,8 +175,14 @@ def _offer_cancel(client: Client, job_id: str, output: Output) -> None:
 
 
 def _download(client: Client, job_id: str, path: str | None, output: Output) -> str:
-    with output.byte_progress("Downloading") as on_progress:
-        return str(client.download(job_id, path, on_progress=on_progress))
+    """The result to `path` (or its own name); Ctrl-C keeps what arrived, for the same command to resume."""
+    try:
+        with output.byte_progress("Downloading") as on_progress:
+            return str(client.download(job_id, path, on_progress=on_progress))
+    except KeyboardInterrupt:
+        again = f"reportgen download {job_id}" + ("" if path is None else f" -o {path}")
+        output.error(f"download interrupted; `{again}` resumes it")
+        raise Interrupted from None
 
 
 def _download_command(client: Client, args: argparse.Namespace, output: Output) -> int:

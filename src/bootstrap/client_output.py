@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -60,12 +61,17 @@ class Output:
         print(f"reportgen: {text}", file=sys.stderr, flush=True)  # noqa: T201
 
     def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        """A rich table on a terminal; tab-separated lines (header first) when stdout is a pipe or a file."""
+        """A rich table on a terminal; tab-separated lines (header first) when stdout is a pipe or a file. The first
+        column is an id."""
         if not self.out.is_terminal:
             for row in (header, *rows):
                 print("\t".join(cell.replace("\t", " ") for cell in row))  # noqa: T201
             return
-        table = Table(*header, title=title, title_justify="left", highlight=False)
+        table = Table(title=title, title_justify="left", highlight=False, box=box.SIMPLE_HEAD)
+        widest_id = max((len(row[0]) for row in rows), default=0)
+        table.add_column(header[0], no_wrap=True, min_width=widest_id)  # an id is copied whole, never cut
+        for name in header[1:]:
+            table.add_column(name)
         for row in rows:
             table.add_row(*row)
         self.out.print(table)
