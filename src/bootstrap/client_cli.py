@@ -7,6 +7,7 @@ mistake on the command line (or no token); 130 when interrupted (Ctrl-C)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -77,6 +78,9 @@ def run_client_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except Interrupted:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `reportgen jobs | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return EXIT_FAILED
 
 
 def _reports(client: Client, args: argparse.Namespace, output: Output) -> int:
