@@ -1,4 +1,4 @@
-"""`reportgen`: serve, worker, migrate, token, check."""
+"""`reportgen`: serve, worker, migrate, token, check; and the client commands (bootstrap.client_cli)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from api.auth import issue_token
-from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, uses_dev_secret, with_dev_secret
-from bootstrap.formats import OutputFormatMismatch, encoders_for
-from bootstrap.metrics import MULTIPROCESS_DIR_ENV, use_multiprocess_metrics
-from bootstrap.web import jwt_settings, log_format, secrets_of
-from infrastructure.logs import configure_logging
-from settings import Settings, SettingsError
+from bootstrap.client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+# The server's modules (the API, SQLAlchemy, ...) take seconds to import: each command imports what it needs, so
+# the client commands start at once.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,11 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the user id")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin (repeatable)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:  # a client needs none of the server's configuration
+        return run_client_command(args)
+    from bootstrap.formats import OutputFormatMismatch, encoders_for
+    from settings import Settings, SettingsError
+
     try:
         encoders_for()  # before any server or worker process starts, which would each refuse it in a traceback
         settings = Settings.from_env(os.environ)
@@ -79,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
+
+    from api.auth import issue_token
+    from bootstrap.embedded import DEV_TOKEN_TTL_SECONDS, DEV_USER, banner, uses_dev_secret, with_dev_secret
+    from bootstrap.web import jwt_settings, log_format, secrets_of
+    from infrastructure.logs import configure_logging
 
     dev_secret = uses_dev_secret(settings)
     settings = with_dev_secret(settings)  # a no-op outside the embedded mode
@@ -114,6 +126,8 @@ def _metrics_across(workers: int) -> Iterator[None]:
     """With several API processes, /metrics must count them all: prometheus-client's multiprocess mode, in
     PROMETHEUS_MULTIPROC_DIR when set (a directory for this server alone; emptied at start), else a fresh
     temporary directory that is removed when the server stops."""
+    from bootstrap.metrics import MULTIPROCESS_DIR_ENV, use_multiprocess_metrics
+
     if workers <= 1:
         yield
         return
@@ -164,6 +178,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     from infrastructure.persistence.migrate import migrate
     from infrastructure.persistence.reporting_role import grant_sql
+    from settings import SettingsError
 
     role: str | None = getattr(args, "reporting_role", None)
     schemas: list[str] = getattr(args, "reporting_schema", None) or ["public"]
@@ -200,6 +215,11 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> None:
+    from api.auth import issue_token
+    from bootstrap.embedded import with_dev_secret
+    from bootstrap.web import jwt_settings
+    from settings import SettingsError
+
     settings = with_dev_secret(settings)
     if not settings.jwt_secret:
         raise SettingsError(["REPORTGEN_JWT_SECRET: `reportgen token` signs with the HS256 secret; none is set"])
