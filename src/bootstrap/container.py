@@ -15,37 +15,47 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.services import UseCases
+from api.webhooks import job_event_body
 from application.cancel_job import CancelJob
+from application.deliver_webhooks import DeliverWebhooks, RetrySchedule
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
 from application.job_ledger import UnitOfWorkJobLedger
 from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
-from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork
+from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork, WebhookSender
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
 from bootstrap.formats import encoders_for
+from domain.callbacks import CallbackPolicy, secret_key
 from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.formats import installed_encoders
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.metrics import (
+    DeliverWebhooksRun,
     JobGauges,
     JobMetrics,
     Reconcile,
+    WebhookMetrics,
     count_unfinished_jobs,
     register_build_info,
 )
 from infrastructure.persistence.admission import PostgresJobAdmission
+from infrastructure.persistence.callbacks import SqlAlchemyCallbackOutbox
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import ServiceTimeouts, create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from infrastructure.webhooks import HttpWebhookSender
 from settings import Settings
+
+WEBHOOK_INTERVAL_SECONDS = 1.0
+"""How often each worker (and the embedded mode) looks for webhook deliveries due: one indexed query when none is."""
 
 
 def utc_now() -> datetime:
@@ -68,6 +78,9 @@ class Container:
     run_reconcile: Reconcile
     """ReconcileJobs.execute, counted: what the periodic reconciler calls."""
     sweep: SweepExpiredArtifacts
+    deliver_webhooks: DeliverWebhooksRun
+    """DeliverWebhooks.execute, counted: what the periodic delivery calls (every second)."""
+    webhook_sender: WebhookSender
     registry: CollectorRegistry
     """Where this container's metrics are registered (the process's default registry unless overridden)."""
 
@@ -105,6 +118,8 @@ class Container:
             await self.queue.stop(grace_seconds=self.settings.shutdown_grace_seconds)
         if self.redis is not None:
             await self.redis.aclose()
+        if isinstance(self.webhook_sender, HttpWebhookSender):
+            await self.webhook_sender.aclose()
         await self.engine.dispose()
         if self.reporting_engine is not self.engine:  # a test may pass the one engine as both
             await self.reporting_engine.dispose()
@@ -160,6 +175,12 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     source = SqlReportDataSource(reporting)
     encoders = encoders_for(encoders=installed_encoders(pdf_max_rows=settings.pdf_max_rows))
     run = RunReportJob(ledger, source, artifacts, encoders, queue, clock, _policy(settings))
+    callbacks = CallbackPolicy.of(settings.webhook_allowed_hosts, enabled=bool(settings.webhook_secret))
+    sender: WebhookSender = overrides.get("webhook_sender") or HttpWebhookSender(
+        [secret_key(secret) for secret in settings.webhook_secret], callbacks
+    )
+    schedule = RetrySchedule(settings.webhook_retry_seconds)
+    deliver = DeliverWebhooks(SqlAlchemyCallbackOutbox(engine), sender, job_event_body, clock, schedule=schedule)
     return Container(
         settings=settings,
         engine=engine,
@@ -175,6 +196,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
                 clock,
                 default_limit=settings.max_active_jobs_per_user,
                 installed_formats=frozenset(encoders),
+                callback_policy=callbacks,
             ),
             get_status=GetJobStatus(reader),
             list_jobs=ListJobs(reader),
@@ -192,6 +214,8 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
             ReconcileJobs(uow, queue, clock, max_attempts=settings.max_attempts).execute
         ),
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
+        deliver_webhooks=WebhookMetrics(registry).instrument(deliver.execute),
+        webhook_sender=sender,
         registry=registry,
     )
 
