@@ -7,7 +7,7 @@ import copy
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -17,6 +17,7 @@ from application.errors import ArtifactMissing, QueueUnavailable, StorageCause, 
 from application.ports import (
     ArtifactSink,
     ArtifactStore,
+    CallbackOutbox,
     JobPosition,
     JobQueue,
     JobReader,
@@ -29,7 +30,11 @@ from application.ports import (
     RowEncoder,
     RowStream,
     UnitOfWork,
+    WebhookAnswer,
+    WebhookMessage,
+    WebhookSender,
 )
+from domain.callbacks import CallbackStatus
 from domain.errors import ConcurrentUpdate, DuplicateIdempotencyKey
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import JobExecutionLog, JobOwner, JobStatus
@@ -320,6 +325,50 @@ def _selected(job: JobExecutionLog, selection: JobSelection) -> bool:
         and (selection.created_after is None or job.created_at > selection.created_after)
         and (selection.created_before is None or job.created_at < selection.created_before)
     )
+
+
+class FakeCallbackOutbox(CallbackOutbox):
+    """The job rows of a FakeDatabase as the webhook outbox: claims and records keep the SQL's rules."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+
+    async def claim_due(self, now: datetime, held_until: datetime, limit: int) -> list[JobExecutionLog]:
+        self._db.check()
+        due = [
+            job
+            for job in self._db.jobs.values()
+            if job.callback is not None
+            and job.callback.status is CallbackStatus.PENDING
+            and job.callback.next_attempt_at is not None
+            and job.callback.next_attempt_at <= now
+        ]
+        due.sort(key=lambda job: job.callback.next_attempt_at if job.callback and job.callback.next_attempt_at else now)
+        for job in due[:limit]:
+            assert job.callback is not None
+            job.callback = replace(job.callback, next_attempt_at=held_until)
+            job.version += 1
+        return copy.deepcopy(due[:limit])
+
+    async def record(self, job: JobExecutionLog) -> None:
+        self._db.check()
+        stored = self._db.jobs.get(job.id)
+        if stored is None or stored.version != job.version:
+            raise ConcurrentUpdate(job.id)
+        job.version += 1
+        self._db.jobs[job.id] = copy.deepcopy(job)
+
+
+class FakeWebhookSender(WebhookSender):
+    """Answers each message with the next of `answers` (the last one again once they run out); keeps what it sent."""
+
+    def __init__(self, *answers: WebhookAnswer) -> None:
+        self.answers = list(answers) or [WebhookAnswer(204)]
+        self.sent: list[WebhookMessage] = []
+
+    async def send(self, message: WebhookMessage) -> WebhookAnswer:
+        self.sent.append(message)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
 class FakeJobQueue(JobQueue):

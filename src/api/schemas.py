@@ -22,6 +22,7 @@ from msgspec import UNSET, UnsetType
 
 from application.job_limits import MAX_LIMIT
 from application.manage_reports import ReportDefinition
+from domain.callbacks import MAX_CALLBACK_URL_LENGTH, CallbackStatus
 from domain.errors import FieldError, InvalidInput
 from domain.formats import DEFAULT_FORMAT, FORMAT_NAMES
 from domain.idempotency import MAX_KEY_LENGTH
@@ -103,6 +104,9 @@ Description: TypeAlias = Annotated[str, KwargDefinition(max_length=MAX_DESCRIPTI
 Query: TypeAlias = Annotated[str, KwargDefinition(min_length=1, max_length=MAX_QUERY_LENGTH)]
 DeliveryTarget: TypeAlias = Annotated[str, KwargDefinition(pattern=DELIVERY_TARGET_PATTERN)]
 Formats: TypeAlias = Annotated[list[FormatName], KwargDefinition(min_items=1, schema_extra={"uniqueItems": True})]
+OptionalCallbackUrl: TypeAlias = Annotated[
+    str | None, KwargDefinition(max_length=MAX_CALLBACK_URL_LENGTH, schema_extra={"format": "uri"})
+]
 JobLimit: TypeAlias = Annotated[int | None, KwargDefinition(le=MAX_LIMIT, schema_extra={"minimum": 0})]
 
 
@@ -178,6 +182,9 @@ class GenerateIn(RequestStruct):
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     """Values by parameter name; their types are checked against the report's parameter definitions."""
     format: OptionalFormatName = None
+    callback_url: OptionalCallbackUrl = None
+    """Where to POST a signed webhook when the job ends: `https`, or `http` to a host the operator allowed
+    (`REPORTGEN_WEBHOOK_ALLOWED_HOSTS`); see docs/api.md, Webhooks."""
 
 
 class ParameterOut(WireStruct):
@@ -219,6 +226,15 @@ class JobErrorOut(WireStruct):
     detail: str | UnsetType = UNSET
 
 
+class CallbackOut(WireStruct):
+    """How the job's webhook went: `waiting` (the job has not ended), `pending` (due, or to be retried),
+    `delivered`, `gone` (the receiver answered 410) or `failed` (no retry left)."""
+
+    status: CallbackStatus
+    attempts: int
+    last_error: str | None
+
+
 class JobStatusOut(WireStruct):
     job_id: UUID
     report_id: UUID
@@ -235,6 +251,8 @@ class JobStatusOut(WireStruct):
     error: JobErrorOut | None
     status_url: str
     result_url: str
+    callback: CallbackOut | UnsetType = UNSET
+    """Present when the job was requested with a `callbackUrl`."""
 
 
 class JobListOut(WireStruct):

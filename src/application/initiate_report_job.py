@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 from application.errors import QueueUnavailable, StorageUnavailable
 from application.ports import Clock, IdFactory, JobAdmission, JobQueue, UnitOfWorkFactory
+from domain.callbacks import Callback, CallbackPolicy
 from domain.errors import (
     ConcurrentUpdate,
     DuplicateIdempotencyKey,
@@ -37,6 +38,11 @@ class InitiateReportJob:
     format: str | None = None
     request_id: str | None = None
     idempotency_key: str | None = None
+    callback_url: str | None = None
+    """Where to POST the job's end (a webhook); checked against the service's CallbackPolicy."""
+    status_url_base: str = ""
+    """The jobs' status URL up to the job id, as the requester reached the API (`https://host/api/v1/jobs/`): the
+    links of the job a webhook announces start with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,8 @@ class InitiateAsynchronousReportJob:
     retry starts afresh. With an Idempotency-Key, the same user repeating the same request gets the first
     job back, also when the two requests race; the same key with a different request is refused (422).
     A user may have only a limited number of jobs Queued or Running at once (429 over it): `default_limit`, or
-    the limit an admin set for that user; 0 means no limit.
+    the limit an admin set for that user; 0 means no limit. With a `callbackUrl`, the job POSTs a signed webhook
+    there when it ends (Succeeded, Failed or Cancelled).
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class InitiateAsynchronousReportJob:
         *,
         default_limit: int = 0,
         installed_formats: Collection[str] | None = None,
+        callback_policy: CallbackPolicy | None = None,
         new_id: IdFactory = uuid4,
     ) -> None:
         self._uow = uow
@@ -75,6 +83,7 @@ class InitiateAsynchronousReportJob:
         self._new_id = new_id
         self._default_limit = default_limit
         self._installed_formats = installed_formats
+        self._callbacks = callback_policy or CallbackPolicy(enabled=False)
 
     async def execute(self, command: InitiateReportJob) -> JobInitiated:
         replay = await self._replay(command)
@@ -115,13 +124,15 @@ class InitiateAsynchronousReportJob:
             request = report.resolve(command.parameters, command.format)
             self._ensure_installed(request.format)
             now = self._clock()
+            job_id = self._new_id()
             job = JobExecutionLog.queue(
-                job_id=self._new_id(),
+                job_id=job_id,
                 report=report,
                 request=request,
                 owner_id=command.user_id,
                 now=now,
                 request_id=command.request_id,
+                callback=self._callback(command, job_id),
             )
             record = None
             if command.idempotency_key is not None:
@@ -134,6 +145,12 @@ class InitiateAsynchronousReportJob:
             if admission is Admission.TOO_MANY_ACTIVE:
                 raise TooManyActiveJobs
         raise ConcurrentUpdate(command.report_id)  # the report changed on every read
+
+    def _callback(self, command: InitiateReportJob, job_id: UUID) -> Callback | None:
+        if command.callback_url is None:
+            return None
+        url = self._callbacks.check(command.callback_url)
+        return Callback(url=url, status_url=f"{command.status_url_base}{job_id}")
 
     def _ensure_installed(self, name: str) -> None:
         """A format's library may be an optional install (parquet): a job this service cannot run is not taken."""
@@ -161,4 +178,4 @@ class InitiateAsynchronousReportJob:
 
 
 def _fingerprint(command: InitiateReportJob) -> str:
-    return fingerprint(command.report_id, command.parameters, command.format)
+    return fingerprint(command.report_id, command.parameters, command.format, command.callback_url)

@@ -179,6 +179,53 @@ class JobPosition:
     job_id: UUID
 
 
+class CallbackOutbox(Protocol):
+    """The webhook deliveries that ended jobs owe (their state is saved with the terminal transition). Each call is
+    one write of its own, committed when it returns. Raises StorageUnavailable when the database cannot be reached.
+    """
+
+    @abstractmethod
+    async def claim_due(self, now: datetime, held_until: datetime, limit: int) -> list[JobExecutionLog]:
+        """Up to `limit` jobs whose pending callback is due at `now`, each held for the caller until `held_until`
+        (its `next_attempt_at` moves there, so no other caller gets it meanwhile, and it comes back by itself if the
+        caller is lost), and saved with a new version; the jobs as saved."""
+
+    @abstractmethod
+    async def record(self, job: JobExecutionLog) -> None:
+        """Save the callback of a job claimed earlier, guarded by its version; raises domain.errors.ConcurrentUpdate
+        when another writer saved the job first (its outcome is dropped: the delivery will be made again)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookMessage:
+    webhook_id: str
+    """The same on every attempt, so that a receiver can drop a repeat."""
+    url: str
+    body: bytes
+    """The JSON payload, exactly as signed and sent."""
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """How an attempt went: the receiver's HTTP status, or None with the reason when there was no answer (refused
+    address, connection error, timeout)."""
+
+    status: int | None
+    error: str | None = None
+
+
+class WebhookSender(Protocol):
+    """Sends one signed webhook POST. Never raises for a failed delivery: the answer says how it went."""
+
+    @abstractmethod
+    async def send(self, message: WebhookMessage) -> WebhookAnswer: ...
+
+
+JobEventBody = Callable[[JobExecutionLog], bytes]
+"""The webhook payload of an ended job: `{"type", "timestamp", "data": <the job status body>}`, as JSON."""
+
+
 class JobQueue(Protocol):
     """Hands job ids to workers.
 

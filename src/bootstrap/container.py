@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +15,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.services import UseCases
+from api.webhooks import job_event_body
 from application.cancel_job import CancelJob
+from application.deliver_webhooks import DeliverWebhooks, RetrySchedule, made_due
 from application.initiate_report_job import InitiateAsynchronousReportJob
 from application.job_admission import UnitOfWorkAdmission
 from application.job_events import PublishingJobLedger, Subscribers, publishing
@@ -23,11 +25,20 @@ from application.job_ledger import UnitOfWorkJobLedger
 from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
-from application.ports import JobAdmission, JobLedger, JobQueue, JobReader, UnitOfWork
+from application.ports import (
+    JobAdmission,
+    JobLedger,
+    JobQueue,
+    JobReader,
+    JobTransition,
+    UnitOfWork,
+    WebhookSender,
+)
 from application.reconcile_jobs import ReconcileJobs
 from application.run_report_job import JobHandler, RunPolicy, RunReportJob
 from application.sweep_artifacts import SweepExpiredArtifacts
 from bootstrap.formats import encoders_for
+from domain.callbacks import CallbackPolicy, secret_key
 from infrastructure.arq.jobs import PERIODIC_TIMEOUT_SECONDS
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
 from infrastructure.artifacts import FileSystemArtifactStore
@@ -35,19 +46,26 @@ from infrastructure.formats import installed_encoders
 from infrastructure.inprocess import InProcessJobQueue
 from infrastructure.job_signals import LocalJobSignals, RedisJobSignals, job_events_channel
 from infrastructure.metrics import (
+    DeliverWebhooksRun,
     JobGauges,
     JobMetrics,
     Reconcile,
+    WebhookMetrics,
     count_unfinished_jobs,
     register_build_info,
 )
 from infrastructure.persistence.admission import PostgresJobAdmission
+from infrastructure.persistence.callbacks import SqlAlchemyCallbackOutbox
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import ServiceTimeouts, create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from infrastructure.webhooks import HttpWebhookSender
 from settings import Settings
+
+WEBHOOK_INTERVAL_SECONDS = 1.0
+"""How often each worker (and the embedded mode) looks for webhook deliveries due: one indexed query when none is."""
 
 
 def utc_now() -> datetime:
@@ -74,6 +92,11 @@ class Container:
     """This process's requests waiting for jobs to finish (`?wait=`)."""
     remote_signals: RedisJobSignals | None
     """With Redis: how jobs finished in other processes reach `signals` (an API process runs its `listen`)."""
+    deliver_webhooks: DeliverWebhooksRun
+    """DeliverWebhooks.execute, counted: what the periodic delivery calls (every second, and when woken)."""
+    webhooks_due: asyncio.Event
+    """Set when this process committed the end of a job with a callback: the periodic delivery runs at once."""
+    webhook_sender: WebhookSender
     registry: CollectorRegistry
     """Where this container's metrics are registered (the process's default registry unless overridden)."""
 
@@ -111,6 +134,8 @@ class Container:
             await self.queue.stop(grace_seconds=self.settings.shutdown_grace_seconds)
         if self.redis is not None:
             await self.redis.aclose()
+        if isinstance(self.webhook_sender, HttpWebhookSender):
+            await self.webhook_sender.aclose()
         await self.engine.dispose()
         if self.reporting_engine is not self.engine:  # a test may pass the one engine as both
             await self.reporting_engine.dispose()
@@ -150,6 +175,13 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         events.add(remote_signals.publish)
     else:
         events.add(signals.on_transitions)
+    webhooks_due = asyncio.Event()
+
+    async def wake_delivery(transitions: Sequence[JobTransition]) -> None:
+        if made_due(transitions):
+            webhooks_due.set()
+
+    events.add(wake_delivery)
     uow = publishing(sql_uow, events)
 
     artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
@@ -175,6 +207,12 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     source = SqlReportDataSource(reporting)
     encoders = encoders_for(encoders=installed_encoders(pdf_max_rows=settings.pdf_max_rows))
     run = RunReportJob(ledger, source, artifacts, encoders, queue, clock, _policy(settings))
+    callbacks = CallbackPolicy.of(settings.webhook_allowed_hosts, enabled=bool(settings.webhook_secret))
+    sender: WebhookSender = overrides.get("webhook_sender") or HttpWebhookSender(
+        [secret_key(secret) for secret in settings.webhook_secret], callbacks
+    )
+    schedule = RetrySchedule(settings.webhook_retry_seconds)
+    deliver = DeliverWebhooks(SqlAlchemyCallbackOutbox(engine), sender, job_event_body, clock, schedule=schedule)
     return Container(
         settings=settings,
         engine=engine,
@@ -190,6 +228,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
                 clock,
                 default_limit=settings.max_active_jobs_per_user,
                 installed_formats=frozenset(encoders),
+                callback_policy=callbacks,
             ),
             get_status=GetJobStatus(reader, signals),
             list_jobs=ListJobs(reader),
@@ -209,6 +248,9 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         sweep=SweepExpiredArtifacts(uow, artifacts, clock),
         signals=signals,
         remote_signals=remote_signals,
+        deliver_webhooks=WebhookMetrics(registry).instrument(deliver.execute),
+        webhooks_due=webhooks_due,
+        webhook_sender=sender,
         registry=registry,
     )
 

@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
 from api.middleware import ACCESS_LOGGER, AccessLog, structlog_access_log
-from bootstrap.container import Container, build_container
+from bootstrap.container import WEBHOOK_INTERVAL_SECONDS, Container, build_container
 from bootstrap.embedded import with_dev_secret
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, metrics_registry
 from infrastructure.inprocess import InProcessJobQueue
@@ -44,9 +44,9 @@ def log_format(settings: Settings) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
-    """Values no log line may show: the JWT key and the passwords in the configured URLs."""
+    """Values no log line may show: the JWT key, the webhook secrets and the passwords in the configured URLs."""
     urls = (settings.database_url, settings.reporting_database_url, settings.redis_url)
-    return [settings.jwt_secret, *(urlsplit(url).password for url in urls if url)]
+    return [settings.jwt_secret, *settings.webhook_secret, *(urlsplit(url).password for url in urls if url)]
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True, **overrides: Any) -> Litestar:
@@ -109,12 +109,17 @@ async def _run(container: Container) -> AsyncIterator[None]:
         settings = container.settings
         await container.queue.start(container.run_job)
         await container.run_reconcile(orphan_running=True)
-        every: dict[str, tuple[PeriodicWork, int]] = {
+        every: dict[str, tuple[PeriodicWork, float]] = {
             "reconcile": (container.run_reconcile, settings.reconcile_interval_seconds),
             "sweep": (container.sweep.execute, settings.sweep_interval_seconds),
+            "deliver_webhooks": (container.deliver_webhooks, WEBHOOK_INTERVAL_SECONDS),
             "job_gauges": (container.job_gauges().sample, settings.reconcile_interval_seconds),
         }
-        periodic = [asyncio.create_task(run_periodically(fn, s, name=name)) for name, (fn, s) in every.items()]
+        wake = {"deliver_webhooks": container.webhooks_due}  # a job with a callback ended: deliver at once
+        periodic = [
+            asyncio.create_task(run_periodically(fn, s, name=name, wake=wake.get(name)))
+            for name, (fn, s) in every.items()
+        ]
     elif container.remote_signals is not None and container.settings.redis_url is not None:
         # Jobs finish in the workers: hear of them, to answer the requests waiting here.
         periodic = [asyncio.create_task(container.remote_signals.listen(container.settings.redis_url))]

@@ -15,7 +15,7 @@ from arq.worker import run_worker
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from bootstrap.container import build_container, job_timeout_seconds
+from bootstrap.container import WEBHOOK_INTERVAL_SECONDS, build_container, job_timeout_seconds
 from bootstrap.metrics import use_single_process_metrics
 from bootstrap.reporting import PrivilegedReports, guard_reports
 from bootstrap.web import log_format, secrets_of
@@ -72,15 +72,21 @@ def worker_settings(settings: Settings) -> type:
         sample = container.job_gauges().sample
         every = settings.reconcile_interval_seconds
         ctx["job_gauges"] = asyncio.create_task(run_periodically(sample, every, name="job_gauges"))
+        # Every worker delivers webhooks, each taking its own due deliveries (the claim skips those another holds):
+        # a loop of its own rather than an arq cron job, which would put a queue entry in Redis every second.
+        deliver = container.deliver_webhooks
+        ctx["webhooks"] = asyncio.create_task(
+            run_periodically(deliver, WEBHOOK_INTERVAL_SECONDS, name="deliver_webhooks", wake=container.webhooks_due)
+        )
         ctx["stop_metrics"] = serve_metrics(settings.worker_metrics_port)
         # What start-up loaded lives as long as the process: keep it out of the collector's full passes, which a
         # big report's rows otherwise trigger over the whole heap (bench/README.md has the figure).
         gc.freeze()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        if "job_gauges" in ctx:
-            ctx["job_gauges"].cancel()
-            await asyncio.gather(ctx["job_gauges"], return_exceptions=True)
+        for task in (ctx[name] for name in ("job_gauges", "webhooks") if name in ctx):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if ctx.get("stop_metrics") is not None:
             ctx["stop_metrics"]()
         if "container" in ctx:

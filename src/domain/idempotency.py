@@ -27,10 +27,16 @@ class IdempotencyRecord:
         return now - self.created_at < KEY_LIFETIME
 
 
-def fingerprint(report_id: UUID, parameters: Mapping[str, object], output_format: str | None) -> str:
-    """A stable digest of what a generate request asks for; equal for equal requests, whatever the key order."""
+def fingerprint(
+    report_id: UUID, parameters: Mapping[str, object], output_format: str | None, callback_url: str | None = None
+) -> str:
+    """A stable digest of what a generate request asks for; equal for equal requests, whatever the key order. A
+    request without a callback URL digests as it did before callbacks existed (keys stored then stay valid)."""
+    request: dict[str, object] = {"reportId": str(report_id), "parameters": parameters, "format": output_format}
+    if callback_url is not None:
+        request["callbackUrl"] = callback_url
     canonical = json.dumps(
-        {"reportId": str(report_id), "parameters": parameters, "format": output_format},
+        request,
         sort_keys=True,
         separators=(",", ":"),
         default=str,

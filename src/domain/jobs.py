@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
+from domain.callbacks import Callback, webhook_id
 from domain.errors import InvalidJobTransition
 from domain.formats import extension_of, media_type_of
 from domain.reports import (
@@ -135,6 +136,8 @@ class JobExecutionLog:
     """While Running: until when the worker running it is known to be alive (renewed by its heartbeat)."""
     expires_at: datetime | None = None
     """When Succeeded: when its artifact is deleted under the retention policy."""
+    callback: Callback | None = None
+    """The webhook called when the job ends, if its requester asked for one."""
     version: int = field(default=0)
     events: list[JobStatusChanged] = field(default_factory=list, compare=False, repr=False)
     """Status changes not yet saved, oldest first (see `saved`)."""
@@ -155,6 +158,7 @@ class JobExecutionLog:
         owner_id: str,
         now: datetime,
         request_id: str | None = None,
+        callback: Callback | None = None,
     ) -> JobExecutionLog:
         """A new job in status Queued for a report that accepts asynchronous API delivery."""
         report.ensure_async_api_delivery()
@@ -171,6 +175,7 @@ class JobExecutionLog:
             chart=report.chart,
             csv_formula_escape=report.csv_formula_escape,
             request_id=request_id,
+            callback=callback,
         )
 
     @property
@@ -216,17 +221,20 @@ class JobExecutionLog:
         self.finished_at = now
         self.expires_at = expires_at
         self.lease_expires_at = None
+        self._schedule_callback(now)
 
     def fail(self, now: datetime, code: str, message: str, detail: str | None = None) -> None:
         self._move_to(JobStatus.FAILED)
         self.error = JobError(code, message, detail)
         self.finished_at = now
         self.lease_expires_at = None
+        self._schedule_callback(now)
 
     def cancel(self, now: datetime) -> None:
         self._move_to(JobStatus.CANCELLED)
         self.finished_at = now
         self.lease_expires_at = None
+        self._schedule_callback(now)
 
     def requeue(self, reason: JobError | None = None) -> None:
         """Hand a running job back to the queue; the error of the last attempt stays visible."""
@@ -270,6 +278,16 @@ class JobExecutionLog:
     def ends_activity(self) -> bool:
         """Whether the changes not yet saved take the job out of its owner's active jobs."""
         return any(event.ends_activity for event in self.events)
+
+    def _schedule_callback(self, now: datetime) -> None:
+        """The job ended: its callback is due now, saved with the terminal status (in the same write), so that no
+        crash after the commit can lose it."""
+        if self.callback is not None:
+            self.callback = self.callback.scheduled(now)
+
+    @property
+    def webhook_id(self) -> str:
+        return webhook_id(self.id)
 
     def saved(self) -> list[JobStatusChanged]:
         """The store kept the changes: hand over the status changes they made (for announcing) and forget them."""

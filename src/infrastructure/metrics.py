@@ -9,6 +9,7 @@ Job metrics come from four edges the composition root wires in:
 """
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -22,6 +23,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.deliver_webhooks import Deliveries
 from application.ports import JobTransition
 from application.reconcile_jobs import Reconciled
 from application.run_report_job import JobHandler, RunResult
@@ -229,3 +231,34 @@ class JobGauges:
         if self._failing:
             log.info("job gauges sampled again")
         self._failing = False
+
+
+DeliverWebhooksRun = Callable[[], Awaitable[Deliveries]]
+"""DeliverWebhooks.execute, or a wrapper of it."""
+
+
+class WebhookMetrics:
+    """`reportgen_webhook_deliveries_total{outcome}`: webhook attempts by outcome (delivered, retried, failed, gone)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "reportgen_webhook_deliveries",
+            "Webhook attempts, by outcome: delivered (2xx), retried (another attempt is scheduled), failed (it was "
+            "the last), gone (the receiver answered 410).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in _WEBHOOK_OUTCOMES:
+            self.deliveries.labels(outcome)
+
+    def instrument(self, deliver: DeliverWebhooksRun) -> DeliverWebhooksRun:
+        async def counted() -> Deliveries:
+            result = await deliver()
+            for outcome in _WEBHOOK_OUTCOMES:
+                self.deliveries.labels(outcome).inc(getattr(result, outcome))
+            return result
+
+        return counted
+
+
+_WEBHOOK_OUTCOMES = tuple(field.name for field in dataclasses.fields(Deliveries))

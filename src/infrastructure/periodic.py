@@ -44,8 +44,11 @@ def _did_something(result: object) -> bool:
     return bool(result)
 
 
-async def run_periodically(fn: Callable[[], Awaitable[object]], every_seconds: float, *, name: str) -> None:
-    """Run `fn` at once, then again `every_seconds` after each run ends, until the task is cancelled.
+async def run_periodically(
+    fn: Callable[[], Awaitable[object]], every_seconds: float, *, name: str, wake: asyncio.Event | None = None
+) -> None:
+    """Run `fn` at once, then again `every_seconds` after each run ends (or as soon as `wake` is set), until the
+    task is cancelled.
 
     For the embedded mode, which has no arq cron: start it with `asyncio.create_task(...)` and cancel that task
     to stop. A run that raises is logged (see `run_once`) and the loop carries on.
@@ -53,5 +56,14 @@ async def run_periodically(fn: Callable[[], Awaitable[object]], every_seconds: f
     if every_seconds <= 0:
         raise ValueError(f"every_seconds must be positive, got {every_seconds!r}")
     while True:
+        if wake is not None:
+            wake.clear()  # set from here on: one more run, after this one
         await run_once(fn, name=name)
-        await asyncio.sleep(every_seconds)
+        if wake is None:
+            await asyncio.sleep(every_seconds)
+            continue
+        try:
+            async with asyncio.timeout(every_seconds):
+                await wake.wait()
+        except TimeoutError:
+            pass

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from application.deliver_webhooks import DEFAULT_RETRY_SECONDS
+from domain.callbacks import secret_key
+
 T = TypeVar("T", int, float)
 
 PREFIX = "REPORTGEN_"
@@ -81,6 +84,15 @@ class Settings:
     database_statement_timeout_seconds: float = 30.0
     """PostgreSQL: how long a statement of the service (never a report's) may run, and a transaction of the service
     may stay idle, before the server ends it (503, `database_timeout`)."""
+    webhook_secret: tuple[str, ...] = ()
+    """Standard Webhooks secrets (`whsec_` then base64; space-separated in the variable) that sign every webhook,
+    one signature each: give the new and the old one while rotating. None: a `callbackUrl` is refused (422)."""
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    """Host names (space- or comma-separated) that webhooks may reach over plain `http`, and whose addresses may be
+    private or loopback (a receiver inside the network). Other hosts: `https` to public addresses only."""
+    webhook_retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS
+    """The waits (space-separated seconds) after each failed webhook attempt before the next; past the last,
+    the delivery fails. Each is stretched or shrunk by up to 10 % at random."""
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal in embedded mode, JSON otherwise)."""
     log_level: str = "INFO"
@@ -137,6 +149,9 @@ class Settings:
             database_pool_timeout_seconds=reader.number("DATABASE_POOL_TIMEOUT_SECONDS", float, 0.1, 600.0),
             database_lock_timeout_seconds=reader.number("DATABASE_LOCK_TIMEOUT_SECONDS", float, 0.1, 600.0),
             database_statement_timeout_seconds=reader.number("DATABASE_STATEMENT_TIMEOUT_SECONDS", float, 1.0, 3600.0),
+            webhook_secret=reader.webhook_secrets("WEBHOOK_SECRET"),
+            webhook_allowed_hosts=tuple(host.lower() for host in reader.words("WEBHOOK_ALLOWED_HOSTS")),
+            webhook_retry_seconds=reader.delays("WEBHOOK_RETRY_SECONDS"),
             log_format=reader.choice("LOG_FORMAT", ("auto", "json", "console")),
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             demo=reader.flag("DEMO"),
@@ -233,6 +248,34 @@ class _Reader:
             self._bad(name, f"{seconds} does not divide a minute, an hour or a day evenly (e.g. 5, 15, 60, 300)")
             return default
         return seconds
+
+    def words(self, name: str) -> tuple[str, ...]:
+        """Values separated by spaces or commas; () when unset."""
+        return tuple((self.text(name) or "").replace(",", " ").split())
+
+    def webhook_secrets(self, name: str) -> tuple[str, ...]:
+        secrets = self.words(name)
+        for position, secret in enumerate(secrets, start=1):
+            try:
+                secret_key(secret)
+            except ValueError as exc:
+                self._bad(name, f"secret {position}: {exc}")
+        return secrets
+
+    def delays(self, name: str) -> tuple[float, ...]:
+        default: tuple[float, ...] = self.default(name)
+        words = self.words(name)
+        if not words:
+            return default
+        try:
+            delays = tuple(float(word) for word in words)
+        except ValueError:
+            self._bad(name, f"{' '.join(words)!r} is not a list of seconds")
+            return default
+        if len(delays) > 20 or not all(0 <= delay <= 86_400 for delay in delays):
+            self._bad(name, "expected at most 20 waits, each from 0 to 86400 seconds")
+            return default
+        return delays
 
     def choice(self, name: str, options: tuple[str, ...]) -> str:
         default: str = self.default(name)

@@ -203,7 +203,13 @@ def production(
 ) -> Iterator[Deployment]:
     """`reportgen migrate`, then `reportgen serve` and `reportgen worker` against PostgreSQL and Redis, reports
     running as a role that may only read."""
-    env = _base_env(tmp_path) | {
+    with deployed(tmp_path, production_env(tmp_path, e2e_database_url, e2e_reporting_url, e2e_redis_url)) as deployment:
+        yield deployment
+
+
+def production_env(tmp_path: Path, e2e_database_url: str, e2e_reporting_url: str, e2e_redis_url: str) -> dict[str, str]:
+    """The environment of the `production` deployment."""
+    return _base_env(tmp_path) | {
         "REPORTGEN_DATABASE_URL": e2e_database_url,
         "REPORTGEN_REPORTING_DATABASE_URL": e2e_reporting_url,
         "REPORTGEN_REDIS_URL": e2e_redis_url,
@@ -213,8 +219,6 @@ def production(
         "REPORTGEN_REPORT_TIMEOUT_SECONDS": "5",
         "REPORTGEN_POLL_AFTER_SECONDS": "1",
     }
-    with deployed(tmp_path, env) as deployment:
-        yield deployment
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import JSONBody
 
 from api.auth import AuthenticatedRequest
-from api.controllers.jobs import RETRY_AFTER, job_urls
+from api.controllers.jobs import RETRY_AFTER, job_urls, status_url_base
 from api.errors import problem_responses
 from api.middleware import request_id_of
 from api.schemas import GenerateIn, IdempotencyKey, JobAccepted, JsonBody, ReportId
@@ -68,6 +68,8 @@ async def generate_report(
         format=body.format,
         request_id=request_id_of(request.scope),
         idempotency_key=idempotency_key,
+        callback_url=body.callback_url,
+        status_url_base=status_url_base(request),
     )
     initiated = await services.use_cases.initiate.execute(command)
     urls = job_urls(request, initiated.job_id)

@@ -17,13 +17,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from api.auth import AuthenticatedRequest
 from api.cursors import decode_cursor, encode_cursor
 from api.errors import problem_responses
 from api.ranges import ByteRange, RangeNotSatisfiable, range_applies, requested_range
-from api.schemas import JobErrorOut, JobId, JobListOut, JobStatusOut, utc
+from api.schemas import CallbackOut, JobErrorOut, JobId, JobListOut, JobStatusOut, utc
 from api.services import ApiServices
 from application.job_queries import (
     MAX_WAIT_SECONDS,
@@ -73,15 +73,32 @@ def job_status_out(job: JobExecutionLog, *, show_detail: bool, status_url: str, 
         error=error,
         status_url=status_url,
         result_url=result_url,
+        callback=_callback_out(job),
     )
+
+
+def _callback_out(job: JobExecutionLog) -> CallbackOut | UnsetType:
+    callback = job.callback
+    if callback is None:
+        return UNSET
+    return CallbackOut(status=callback.status, attempts=callback.attempts, last_error=callback.last_error)
 
 
 def job_urls(request: AuthenticatedRequest, job_id: UUID) -> dict[str, str]:
     """Absolute URLs on the request's base URL (the result's route is the status's + `/result`): what
     `request.url_for(JOB_STATUS_ROUTE, jobId=...)` answers, with the route reversed once per app instead of on
     every poll."""
-    status_url = f"{str(request.base_url).rstrip('/')}{_status_path_prefix(request.app)}{job_id}"
+    return links(f"{status_url_base(request)}{job_id}")
+
+
+def links(status_url: str) -> dict[str, str]:
+    """A job's `status_url` and `result_url`, from the first."""
     return {"status_url": status_url, "result_url": f"{status_url}{RESULT_SUFFIX}"}
+
+
+def status_url_base(request: AuthenticatedRequest) -> str:
+    """The status URL of jobs up to the job id: `https://host/api/v1/jobs/`."""
+    return f"{str(request.base_url).rstrip('/')}{_status_path_prefix(request.app)}"
 
 
 @cache

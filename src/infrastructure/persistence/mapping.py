@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from domain.callbacks import Callback, CallbackStatus
 from domain.idempotency import IdempotencyRecord
 from domain.jobs import ArtifactRef, JobError, JobExecutionLog, JobStatus
 from domain.reports import Chart, ChartType, ParameterType, ReportConfiguration, ReportParameter
@@ -80,6 +81,17 @@ def job_state(job: JobExecutionLog) -> dict[str, Any]:
         "artifact_sha256": job.artifact.sha256 if job.artifact else None,
         "lease_expires_at": job.lease_expires_at,
         "expires_at": job.expires_at,
+        **callback_state(job.callback),
+    }
+
+
+def callback_state(callback: Callback | None) -> dict[str, Any]:
+    """The columns of a callback's delivery, which change with the terminal transition and with each attempt."""
+    return {
+        "callback_status": callback and callback.status.value,
+        "callback_attempts": callback and callback.attempts,
+        "callback_last_error": callback and callback.last_error,
+        "callback_next_attempt_at": callback and callback.next_attempt_at,
     }
 
 
@@ -113,6 +125,8 @@ def job_to_row(job: JobExecutionLog) -> dict[str, Any]:
         "csv_formula_escape": job.csv_formula_escape,
         "created_at": job.created_at,
         "request_id": job.request_id,
+        "callback_url": job.callback and job.callback.url,
+        "callback_status_url": job.callback and job.callback.status_url,
         "version": job.version,
         **job_state(job),
     }
@@ -141,7 +155,21 @@ def row_to_job(row: Row) -> JobExecutionLog:
         request_id=row["request_id"],
         lease_expires_at=row["lease_expires_at"],
         expires_at=row["expires_at"],
+        callback=_callback(row),
         version=row["version"],
+    )
+
+
+def _callback(row: Row) -> Callback | None:
+    if row["callback_url"] is None:
+        return None
+    return Callback(
+        url=row["callback_url"],
+        status_url=row["callback_status_url"],
+        status=CallbackStatus(row["callback_status"]),
+        attempts=row["callback_attempts"],
+        last_error=row["callback_last_error"],
+        next_attempt_at=row["callback_next_attempt_at"],
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from application.ports import JobPosition, JobSelection
+from domain.callbacks import CallbackStatus
 from domain.jobs import JobStatus
 from infrastructure.persistence.tables import UtcDateTime, job_owners, jobs, reports
 
@@ -38,6 +39,10 @@ JOB_STATE_COLUMNS = (
     "artifact_sha256",
     "lease_expires_at",
     "expires_at",
+    "callback_status",
+    "callback_attempts",
+    "callback_last_error",
+    "callback_next_attempt_at",
 )
 """The columns that change over a job's life (mapping.job_state fills them): everything but its identity and
 what it was asked to run."""
@@ -210,6 +215,31 @@ RENEW_LEASE: ReturningUpdate[Any] = (
 )
 """A Running job's lease and progress (never lower), without a new version; no row when the job is no longer
 Running in that attempt."""
+
+_PENDING_CALLBACK = jobs.c.callback_status == CallbackStatus.PENDING.value
+# A CTE: PostgreSQL evaluates it once (a subquery under IN may be run again while the UPDATE proceeds, and take more
+# rows than its LIMIT).
+_DUE_CALLBACKS = (
+    sa.select(jobs.c.id)
+    .where(jobs.c.callback_next_attempt_at <= sa.bindparam("due_at", type_=UtcDateTime), _PENDING_CALLBACK)
+    .order_by(jobs.c.callback_next_attempt_at)
+    .limit(sa.bindparam("max_rows"))
+    .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+    .cte("due")
+)
+CLAIM_DUE_CALLBACKS: ReturningUpdate[Any] = (
+    sa.update(jobs)
+    .where(jobs.c.id.in_(sa.select(_DUE_CALLBACKS.c.id)))
+    .values(
+        callback_next_attempt_at=sa.bindparam("held_until", type_=UtcDateTime),
+        version=jobs.c.version + 1,
+    )
+    .returning(*jobs.c)
+)
+"""Take the webhook deliveries due at `due_at` (at most `max_rows`, the longest due first) for one worker: each is
+held until `held_until` by moving its next attempt there, so no other worker takes it meanwhile (a worker lost
+mid-delivery only delays it), and gets a new version, so that a writer who read it before cannot overwrite the
+outcome. The jobs as saved. Served by the index on callback_next_attempt_at."""
 
 # --- PostgreSQL: the same rules composed into one round trip ---------------------------------------------------
 _report_current = REPORT_IS_CURRENT.cte("report_current")

@@ -94,6 +94,14 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", UtcDateTime, nullable=True),
     sa.Column("expires_at", UtcDateTime, nullable=True),
     sa.Column("holds_slot", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The webhook called when the job ends (all NULL without one): its URL and the job's status URL, copied in at
+    # generate; the delivery's state, written with the terminal transition and then by the deliveries.
+    sa.Column("callback_url", sa.Text, nullable=True),
+    sa.Column("callback_status_url", sa.Text, nullable=True),
+    sa.Column("callback_status", sa.String(16), nullable=True),
+    sa.Column("callback_attempts", sa.Integer, nullable=True),
+    sa.Column("callback_last_error", sa.Text, nullable=True),
+    sa.Column("callback_next_attempt_at", UtcDateTime, nullable=True),
     # Whether the job counts in its owner's job_owners.active_jobs (it was admitted under a limit, or counted when
     # one was set): only such a job gives a slot back when it finishes.
     sa.CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
@@ -103,6 +111,7 @@ jobs = sa.Table(
     sa.Index(None, "status", "expires_at"),  # the retention sweep: Succeeded jobs past expires_at
     sa.Index(None, "owner_id", "created_at", "id"),  # one user's job list, newest first (keyset pagination)
     sa.Index(None, "created_at", "id"),  # an admin's list of every job, newest first
+    sa.Index(None, "callback_next_attempt_at"),  # webhook deliveries due (NULL unless one is pending)
 )
 
 idempotency_keys = sa.Table(

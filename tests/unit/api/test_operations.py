@@ -146,7 +146,7 @@ async def test_openapi_document_describes_request_bodies(
             "chart",
             "csvFormulaEscape",
         },
-        "GenerateIn": {"parameters", "format"},
+        "GenerateIn": {"parameters", "format", "callbackUrl"},
     }
     doc = (await client.get("/schema/openapi.json")).json()
 

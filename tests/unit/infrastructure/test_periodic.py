@@ -97,3 +97,28 @@ async def test_a_period_that_is_not_positive_is_refused() -> None:
 
     with pytest.raises(ValueError, match="positive"):
         await run_periodically(work, 0, name="sweep")
+
+
+async def test_a_wake_runs_the_work_again_at_once_rather_than_after_the_period() -> None:
+    runs: list[float] = []
+    second = asyncio.Event()
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def work() -> object:
+        runs.append(loop.time())
+        if len(runs) == 2:
+            second.set()
+        return 0
+
+    task = asyncio.create_task(run_periodically(work, 60, name="deliver_webhooks", wake=wake))
+    try:
+        await asyncio.sleep(0.05)
+        assert len(runs) == 1
+        wake.set()
+        async with asyncio.timeout(2):
+            await second.wait()
+        assert runs[1] - runs[0] < 1, "woken, not after the 60 s period"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
