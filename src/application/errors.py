@@ -66,8 +66,3 @@ class ReportOutputFailed(ApplicationError):
 
 class ReportTimedOut(ApplicationError):
     """The report's query ran past the statement timeout."""
-
-
-class EncodingDeclined(ApplicationError):
-    """The database stopped writing a report's rows in the output format itself (RowStream.encoded): a value turned
-    up whose bytes would differ from the encoder's. Not a failure: the report is run again and its rows encoded."""

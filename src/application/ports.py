@@ -289,14 +289,6 @@ class ArtifactStore(Protocol):
 Row = Sequence[object]
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedRows:
-    """Rows already in an output format's bytes: `data`, and how many rows it holds (for the job's progress)."""
-
-    data: bytes
-    rows: int
-
-
 class RowStream(Protocol):
     """The result of a running report query: column names, an optional row estimate, and rows in batches."""
 
@@ -305,16 +297,6 @@ class RowStream(Protocol):
 
     @abstractmethod
     def batches(self) -> AsyncIterator[Sequence[Row]]: ...
-
-    def encoded(self, encoder: RowEncoder) -> AsyncIterator[EncodedRows] | None:
-        """The rows as `encoder.encode` would write them after `encoder.begin(columns)`, written by the database
-        itself, where it writes exactly those bytes (PostgreSQL's COPY for a big CSV report); None where it does not
-        (then read `batches`). The caller reads one of the two, once.
-
-        Besides the errors of `ReportDataSource`, iterating may raise EncodingDeclined part-way: a value turned up
-        that the database writes differently. What was read is then to be thrown away and the report run again
-        through `batches`."""
-        return None
 
 
 class ReportDataSource(Protocol):

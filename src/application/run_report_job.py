@@ -6,14 +6,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from uuid import UUID
 
 from application.errors import (
-    EncodingDeclined,
     QueueUnavailable,
     ReportOutputFailed,
     ReportQueryFailed,
@@ -24,14 +23,12 @@ from application.heartbeat import Heartbeat, LeaseLost
 from application.ports import (
     ArtifactStore,
     Clock,
-    EncodedRows,
     JobLedger,
     JobQueue,
     RenderContext,
     ReportDataSource,
     RowEncoder,
     RowEncoderFactory,
-    RowStream,
 )
 from domain.errors import ConcurrentUpdate, InvalidJobTransition
 from domain.jobs import ArtifactRef, ErrorCode, JobError, JobExecutionLog, JobStatus
@@ -92,11 +89,6 @@ def _context(job: JobExecutionLog) -> dict[str, object]:
     return fields
 
 
-async def _encoded(rows: RowStream, encoder: RowEncoder) -> AsyncIterator[EncodedRows]:
-    async for batch in rows.batches():
-        yield EncodedRows(encoder.encode(batch), len(batch))
-
-
 def estimate_progress(rows: int, estimated_rows: int | None) -> int:
     """A progress figure that rises with the rows written and stays below 100 until the job succeeds."""
     if estimated_rows:
@@ -111,10 +103,7 @@ class RunReportJob:
        only one runs it. A Running job whose lease expired (its worker died) is taken over as a new attempt, or
        failed with WORKER_LOST once it has had `max_attempts`. Anything else is skipped.
     2. Produce the artifact outside any transaction, renewing the lease meanwhile: the query runs read-only
-       with a timeout and its rows stream into a file of this attempt's own, published atomically. Where the
-       database writes the format's bytes itself (RowStream.encoded: COPY for a big CSV report on PostgreSQL), it
-       does; if it declines part-way (a value it would write differently), the file is dropped and the query run
-       again, its rows encoded here.
+       with a timeout and its rows stream into a file of this attempt's own, published atomically.
     3. Record Succeeded (with the artifact) or Failed (with an error code) in a second write, guarded by the
        version: if the job was cancelled or taken over meanwhile, this attempt's outcome is dropped.
        A permanent error (bad SQL, write attempt, timeout) fails at once; a transient one (the database
@@ -222,15 +211,6 @@ class RunReportJob:
         return True
 
     async def _produce(self, job: JobExecutionLog) -> ArtifactRef:
-        try:
-            return await self._write(job, direct=True)
-        except EncodingDeclined as declined:
-            log.info("the database's own encoding was declined (%s); encoding the rows", declined, extra=_context(job))
-        return await self._write(job, direct=False)
-
-    async def _write(self, job: JobExecutionLog, *, direct: bool) -> ArtifactRef:
-        """Run the query into a new artifact: the rows as the database encodes them itself where it writes exactly
-        the encoder's bytes (`direct`, see RowStream.encoded), otherwise encoded here, batch by batch."""
         encoder = self._encoder(job)
         rows_written = 0
         try:
@@ -239,15 +219,12 @@ class RunReportJob:
                 self._artifacts.create(job.artifact_key()) as sink,
             ):
                 await sink.write(encoder.begin(rows.columns))
-                chunks = rows.encoded(encoder) if direct else None
-                if chunks is None:
-                    chunks = _encoded(rows, encoder)
-                async for chunk in chunks:
-                    await sink.write(chunk.data)
-                    rows_written += chunk.rows
+                async for batch in rows.batches():
+                    await sink.write(encoder.encode(batch))
+                    rows_written += len(batch)
                     job.report_progress(estimate_progress(rows_written, rows.estimated_rows))
-                async for tail in encoder.end():
-                    await sink.write(tail)
+                async for chunk in encoder.end():
+                    await sink.write(chunk)
         finally:
             encoder.close()
         return ArtifactRef(job.artifact_key(), sink.size, sink.sha256)

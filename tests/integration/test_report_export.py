@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import tracemalloc
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ import pypdfium2 as pdfium  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.ports import RenderContext, Row, RowEncoder
+from application.ports import RenderContext, RowEncoder
 from domain.reports import Binding, ParameterType
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.formats import installed_encoders
@@ -104,9 +103,8 @@ async def test_postgresql_types_export_byte_exact(pg_engine: AsyncEngine, tmp_pa
     )
 
 
-async def peak_bytes_of_export(engine: AsyncEngine, root: Path, fmt: str, rows: int, *, copy: bool = False) -> int:
-    """The most memory (traced Python allocations) held at once while `rows` rows were exported (`copy`: CSV written
-    by PostgreSQL's COPY, see RowStream.encoded)."""
+async def peak_bytes_of_export(engine: AsyncEngine, root: Path, fmt: str, rows: int) -> int:
+    """The most memory (traced Python allocations) held at once while `rows` rows were exported."""
     store = FileSystemArtifactStore(root)
     encoder = encoder_of(fmt)
     source = SqlReportDataSource(engine)
@@ -119,12 +117,7 @@ async def peak_bytes_of_export(engine: AsyncEngine, root: Path, fmt: str, rows: 
             store.create(f"{fmt}-{rows}") as sink,
         ):
             await sink.write(encoder.begin(stream.columns))
-            copied = stream.encoded(encoder) if copy else None
-            if copy:
-                assert copied is not None
-                async for block in copied:
-                    await sink.write(block.data)
-            async for batch in stream.batches() if copied is None else _nothing():
+            async for batch in stream.batches():
                 await sink.write(encoder.encode(batch))
             async for chunk in encoder.end():
                 await sink.write(chunk)
@@ -136,11 +129,6 @@ async def peak_bytes_of_export(engine: AsyncEngine, root: Path, fmt: str, rows: 
     return peak - baseline
 
 
-async def _nothing() -> AsyncIterator[Sequence[Row]]:
-    return
-    yield
-
-
 @pytest.mark.parametrize("fmt", ["csv", "json", "ndjson", "xlsx"])
 async def test_memory_stays_flat_while_rows_stream_through(engine: AsyncEngine, tmp_path: Path, fmt: str) -> None:
     small = await peak_bytes_of_export(engine, tmp_path, fmt, 20_000)
@@ -148,15 +136,6 @@ async def test_memory_stays_flat_while_rows_stream_through(engine: AsyncEngine, 
 
     # 100,000 rows are about 9 MB of output and more in Python objects: holding them, or a growing share of them,
     # would show. A few batches and a flush buffer are all that may be held.
-    assert large < 6_000_000
-    assert large < small * 1.3 + 500_000
-
-
-async def test_memory_stays_flat_while_copy_writes_a_csv_report(pg_engine: AsyncEngine, tmp_path: Path) -> None:
-    small = await peak_bytes_of_export(pg_engine, tmp_path, "csv", 20_000, copy=True)
-    large = await peak_bytes_of_export(pg_engine, tmp_path, "csv", 100_000, copy=True)
-
-    # A few rewritten 64 KiB blocks queued, asyncpg's read buffer and a flush buffer are all that may be held.
     assert large < 6_000_000
     assert large < small * 1.3 + 500_000
 

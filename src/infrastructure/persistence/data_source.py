@@ -14,18 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 
-from application.errors import ReportQueryFailed, StorageUnavailable
-from application.ports import EncodedRows, ReportDataSource, Row, RowEncoder, RowStream
+from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
+from application.ports import ReportDataSource, Row, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
-from infrastructure.persistence.csv_copy import copied, csv_copy
 from infrastructure.persistence.driver import DriverStatement, driver_connection
 from infrastructure.persistence.engine import close_quietly, milliseconds
-from infrastructure.persistence.query_guards import (
-    SqliteGuard,
-    estimate_from_plan,
-    query_errors,
-    streamed_too_long,
-)
+from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +60,12 @@ class PrefetchingRowStream(RowStream):
     afresh with every FETCH of a cursor, so a report that streams for longer would otherwise never time out.
     """
 
-    def __init__(
-        self,
-        columns: Sequence[str],
-        estimated_rows: int | None,
-        fetch: Fetch,
-        deadline: float,
-        encoded_by: Callable[[RowEncoder], AsyncIterator[EncodedRows] | None] | None = None,
-    ) -> None:
+    def __init__(self, columns: Sequence[str], estimated_rows: int | None, fetch: Fetch, deadline: float) -> None:
         self.columns = columns
         self.estimated_rows = estimated_rows
         self._fetch = fetch
         self._deadline = deadline
-        self._encoded_by = encoded_by
         self._pending: asyncio.Future[Sequence[Row]] | None = None
-
-    def encoded(self, encoder: RowEncoder) -> AsyncIterator[EncodedRows] | None:
-        return None if self._encoded_by is None else self._encoded_by(encoder)
 
     async def batches(self) -> AsyncIterator[Sequence[Row]]:
         with query_errors():  # a query can fail half-way: a runtime error in a later row, or the timeout
@@ -91,14 +74,14 @@ class PrefetchingRowStream(RowStream):
 
     async def _next(self) -> Sequence[Row]:
         if asyncio.get_running_loop().time() >= self._deadline:  # the consumer took the time (a fetch done already)
-            raise streamed_too_long()
+            raise _streamed_too_long()
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._fetch())
         try:
             async with asyncio.timeout_at(self._deadline):
                 batch = await self._pending  # cancelling this await cancels the fetch too; close() then waits for it
         except TimeoutError:
-            raise streamed_too_long() from None
+            raise _streamed_too_long() from None
         self._pending = None
         if batch:
             self._pending = asyncio.ensure_future(self._fetch())
@@ -112,6 +95,10 @@ class PrefetchingRowStream(RowStream):
             _ = self._pending.cancel()
             _ = await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
+
+
+def _streamed_too_long() -> ReportTimedOut:
+    return ReportTimedOut("the report ran past its time limit while its rows were streamed")
 
 
 class SqlReportDataSource(ReportDataSource):
@@ -157,21 +144,12 @@ class SqlReportDataSource(ReportDataSource):
                     columns = list(first[0].keys()) if first else await _column_names(conn, sql)
                     full = len(first) == self._batch_size
                     estimated = await estimate_from_plan(conn, sql, args) if full else len(first)
-                    # asyncpg writes the arguments into COPY's text in place of each `$n` (COPY takes no parameters):
-                    # a `$` of the query's own would be replaced too.
-                    types = await _result_types(conn, sql) if full and "$" not in query else None
                 batches: list[Sequence[Row]] = [list(map(tuple, first))]
 
                 async def fetch_batch() -> Sequence[Row]:
                     return batches.pop() if batches else list(map(tuple, await cursor.fetch(self._batch_size)))
 
-                def copied_as(encoder: RowEncoder) -> AsyncIterator[EncodedRows] | None:
-                    rewrite = None if types is None else csv_copy(encoder, types)
-                    return None if rewrite is None else copied(conn, sql, args, rewrite, deadline)
-
-                stream = PrefetchingRowStream(
-                    columns, estimated, _until_short(fetch_batch, self._batch_size), deadline, copied_as
-                )
+                stream = PrefetchingRowStream(columns, estimated, _until_short(fetch_batch, self._batch_size), deadline)
                 try:
                     yield stream
                 finally:
@@ -233,11 +211,6 @@ async def _end_report_session(conn: Any) -> None:
     await conn.execute(_END_REPORT_SESSION)
     if await conn.fetchval(FOREIGN_PREPARED_STATEMENTS):
         raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
-
-
-async def _result_types(conn: Any, sql: str) -> list[int]:
-    """The type (OID) of each result column of a query: one more round trip."""
-    return [attribute.type.oid for attribute in (await conn.prepare(sql)).get_attributes()]
 
 
 async def _column_names(conn: Any, sql: str) -> list[str]:

@@ -39,12 +39,6 @@ async def estimate_from_plan(conn: Any, sql: str, args: Sequence[object]) -> int
         return None
 
 
-def streamed_too_long() -> ReportTimedOut:
-    """The report's deadline passed while its rows were on their way (the statement timeout of PostgreSQL applies
-    afresh to each FETCH of a cursor, so the deadline is also kept on this side)."""
-    return ReportTimedOut("the report ran past its time limit while its rows were streamed")
-
-
 class SqliteGuard:
     """What makes a report query safe on SQLite: `query_only`, and a progress handler that interrupts it at its
     deadline."""

@@ -6,15 +6,9 @@ from uuid import UUID
 
 import pytest
 
-from application.errors import (
-    EncodingDeclined,
-    ReportOutputFailed,
-    ReportQueryFailed,
-    ReportTimedOut,
-    StorageUnavailable,
-)
+from application.errors import ReportOutputFailed, ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.job_ledger import UnitOfWorkJobLedger
-from application.ports import EncodedRows, RenderContext, Row, RowEncoder, RowEncoderFactory, RowStream
+from application.ports import RenderContext, Row, RowEncoderFactory, RowStream
 from application.run_report_job import Outcome, RunPolicy, RunReportJob, RunResult, estimate_progress
 from domain.jobs import ArtifactRef, ErrorCode, JobStatus
 from domain.reports import Binding
@@ -381,66 +375,3 @@ def test_progress_estimate_rises_and_stays_below_100() -> None:
     assert values[-1] < 100
     assert estimate_progress(50, 100) == 52
     assert estimate_progress(500, 100) == 99
-
-
-class EncodingSource(FakeReportDataSource):
-    """Its streams write the rows themselves (`encoded`), as the encoder does but marked `db:`, one row a chunk;
-    declining at row `decline_at` when given."""
-
-    def __init__(self, decline_at: int | None = None) -> None:
-        super().__init__(columns=("region", "n"), rows=[("EU", i) for i in range(5)])
-        self.decline_at = decline_at
-
-    def run(
-        self, query: str, bindings: Sequence[Binding], timeout_seconds: float
-    ) -> AbstractAsyncContextManager[RowStream]:
-        self.calls.append((query, bindings))
-        return self._encoding()
-
-    @asynccontextmanager
-    async def _encoding(self) -> AsyncIterator[RowStream]:
-        decline_at = self.decline_at
-
-        class Stream(FakeRowStream):
-            def encoded(self, encoder: RowEncoder) -> AsyncIterator[EncodedRows] | None:
-                return self._written_by_the_database(encoder)
-
-            async def _written_by_the_database(self, encoder: RowEncoder) -> AsyncIterator[EncodedRows]:
-                for index, row in enumerate(self.rows):
-                    if index == decline_at:
-                        raise EncodingDeclined("a value that the database writes otherwise")
-                    yield EncodedRows(b"db:" + encoder.encode([row]), 1)
-
-        yield Stream(self.columns, self.rows, estimated_rows=len(self.rows))
-
-
-async def test_rows_that_the_database_encodes_itself_go_straight_into_the_artifact(
-    uow: Callable[[], FakeUnitOfWork], job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, queue: FakeJobQueue,
-    clock: FakeClock,
-) -> None:  # fmt: skip
-    source = EncodingSource()
-
-    result = await runner(uow, source, store, queue, clock).execute(job_id)
-
-    job = db.jobs[job_id]
-    assert (result.outcome, job.progress) == (Outcome.SUCCEEDED, 100)
-    assert job.artifact is not None
-    assert store.files[job.artifact.key] == b"region,n\n" + b"".join(b"db:EU,%d\n" % i for i in range(5)) + b"# Sales\n"
-    assert len(source.calls) == 1
-
-
-async def test_a_declined_encoding_runs_the_report_again_and_encodes_its_rows(
-    uow: Callable[[], FakeUnitOfWork], job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, queue: FakeJobQueue,
-    clock: FakeClock,
-) -> None:  # fmt: skip
-    source = EncodingSource(decline_at=3)
-
-    result = await runner(uow, source, store, queue, clock).execute(job_id)
-
-    job = db.jobs[job_id]
-    assert (result.outcome, job.status, job.attempts) == (Outcome.SUCCEEDED, JobStatus.SUCCEEDED, 1)
-    assert job.artifact is not None
-    # Nothing of the declined run is kept: the file is the encoder's alone.
-    assert store.files == {job.artifact.key: b"region,n\nEU,0\nEU,1\nEU,2\nEU,3\nEU,4\n# Sales\n"}
-    assert job.artifact.size == len(store.files[job.artifact.key])
-    assert len(source.calls) == 2
