@@ -61,6 +61,7 @@ class Deployment:
     env: dict[str, str]
     tmp: Path
     processes: list[Process] = field(default_factory=list)
+    tokens: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> Process:
         log = self.tmp / f"{name}.log"
@@ -84,9 +85,13 @@ class Deployment:
         )
 
     def token(self, sub: str, *roles: str) -> str:
-        result = self.run("token", "--sub", sub, *(arg for role in roles for arg in ("--role", role)))
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip().splitlines()[-1]
+        """A token from `reportgen token` (a process start of a second or more), minted once per user and roles."""
+        key = (sub, *sorted(roles))
+        if key not in self.tokens:
+            result = self.run("token", "--sub", sub, *(arg for role in roles for arg in ("--role", role)))
+            assert result.returncode == 0, result.stderr
+            self.tokens[key] = result.stdout.strip().splitlines()[-1]
+        return self.tokens[key]
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -158,15 +163,24 @@ def e2e_reporting_url(e2e_database_url: str) -> Iterator[str]:
     asyncio.run(_admin(f"DROP ROLE {role}"))
 
 
-@pytest.fixture
-def e2e_redis_url() -> Iterator[str]:
+@contextmanager
+def flushed_redis() -> Iterator[str]:
+    """The URL of the e2e tests' Redis database, empty at the start and emptied at the end."""
     require("Redis", REDIS_URL)
     url = f"{REDIS_URL.rstrip('/')}/{E2E_REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def e2e_redis_url() -> Iterator[str]:
+    with flushed_redis() as url:
+        yield url
 
 
 def _base_env(tmp: Path) -> dict[str, str]:
