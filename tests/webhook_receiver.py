@@ -23,8 +23,18 @@ class Receiver:
     """Answers each POST with the next of `statuses` (the last one again once they run out), `extra_body` bytes of
     body, and `location` as a Location header when given. `start()` on `port` (a free one by default)."""
 
-    def __init__(self, *statuses: int, port: int | None = None, extra_body: bytes = b"", location: str | None = None):
+    def __init__(
+        self,
+        *statuses: int,
+        port: int | None = None,
+        extra_body: bytes = b"",
+        location: str | None = None,
+        hang: bool = False,
+    ):
+        """`hang`: take each request in and never answer it (until `stop()`), as a receiver that froze."""
         self.statuses = list(statuses) or [204]
+        self.hang = hang
+        self._stopping = threading.Event()
         self.port = port or free_port()
         self.extra_body = extra_body
         self.location = location
@@ -40,6 +50,10 @@ class Receiver:
         body = handler.rfile.read(int(handler.headers.get("content-length", 0)))
         with self._lock:
             self.received.append(Received(handler.path, {k.lower(): v for k, v in handler.headers.items()}, body))
+        if self.hang:
+            self._stopping.wait()
+            return
+        with self._lock:
             status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         handler.send_response(status)
         if self.location:
@@ -69,6 +83,7 @@ class Receiver:
         return list(self.received)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -61,7 +61,7 @@ from infrastructure.persistence.engine import ServiceTimeouts, create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
-from infrastructure.webhooks import HttpWebhookSender
+from infrastructure.webhooks import ATTEMPT_SECONDS, HttpWebhookSender
 from settings import Settings
 
 WEBHOOK_INTERVAL_SECONDS = 1.0
@@ -212,7 +212,11 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         [secret_key(secret) for secret in settings.webhook_secret], callbacks
     )
     schedule = RetrySchedule(settings.webhook_retry_seconds)
-    deliver = DeliverWebhooks(SqlAlchemyCallbackOutbox(engine), sender, job_event_body, clock, schedule=schedule)
+    # A claimed delivery is held past the longest attempt: a worker lost mid-attempt delays it by that much only.
+    hold = ATTEMPT_SECONDS + 10
+    deliver = DeliverWebhooks(
+        SqlAlchemyCallbackOutbox(engine), sender, job_event_body, clock, schedule=schedule, hold_seconds=hold
+    )
     return Container(
         settings=settings,
         engine=engine,

@@ -54,13 +54,17 @@ class Refused(Exception):
     """The URL's host may not be called."""
 
 
+ATTEMPT_SECONDS = 10.0
+"""The longest one delivery attempt takes: name resolution, connecting, sending, and reading the answer."""
+
+
 class HttpWebhookSender(WebhookSender):
     def __init__(
         self,
         keys: Sequence[bytes],
         policy: CallbackPolicy,
         *,
-        timeout_seconds: float = 10.0,
+        timeout_seconds: float = ATTEMPT_SECONDS,
         max_answer_bytes: int = 4096,
         resolver: Resolver = resolve,
     ) -> None:
