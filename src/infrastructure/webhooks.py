@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,8 @@ import httpx
 
 from application.ports import WebhookAnswer, WebhookMessage, WebhookSender
 from domain.callbacks import CallbackPolicy, is_public_address
+
+log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """The IP addresses of a host name (or of an IP literal: itself), for a TCP connection to `port`."""
@@ -122,7 +125,9 @@ class HttpWebhookSender(WebhookSender):
         for address in addresses:
             if is_public_address(ipaddress.ip_address(address)):
                 return address
-        raise Refused(f"refused: {host} resolves to {', '.join(addresses) or 'no address'}, not a public address")
+        # The job's owner reads this: it names no address, or a callback URL could map the internal network's names.
+        log.warning("webhook refused", extra={"host": host, "addresses": addresses})
+        raise Refused(f"refused: {host} does not resolve to a public address")
 
     async def _read_some(self, response: httpx.Response) -> None:
         """Read at most `max_answer_bytes` of the body (nothing of it is kept); the rest is dropped with the
