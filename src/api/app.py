@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from importlib.resources import files
@@ -43,6 +43,7 @@ from api.controllers.operations import OperationsController, Readiness
 from api.controllers.reports import ReportsController
 from api.controllers.users import UsersController
 from api.errors import problem_handler
+from api.jwks import RemoteKeySet
 from api.metrics import ApiMetrics
 from api.middleware import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
@@ -103,7 +104,7 @@ def build_app(deps: ApiDependencies) -> Litestar:
             )
         ],
         request_max_body_size=deps.max_body_bytes,
-        lifespan=[_ignoring_app(factory) for factory in deps.lifespan],
+        lifespan=[_ignoring_app(factory) for factory in _lifespans(deps)],
         logging_config=None,
         debug=deps.debug,
     )
@@ -191,7 +192,7 @@ def _schema_not_found(path: Annotated[str, PathParameter()]) -> None:
 def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
     values: dict[str, Any] = {
         "services": ApiServices(deps.use_cases, metrics, deps.poll_after_seconds),
-        "readiness": deps.readiness,
+        "readiness": _with_keys(deps.readiness, deps.auth.key_set),
         "registry": deps.registry,
     }
     return {name: _constant(value) for name, value in values.items()}
@@ -202,6 +203,23 @@ def _constant(value: Any) -> Provide:
         return value
 
     return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def _lifespans(deps: ApiDependencies) -> list[LifespanFactory]:
+    key_set = deps.auth.key_set
+    return [*deps.lifespan, *([key_set.running] if key_set is not None else [])]
+
+
+def _with_keys(readiness: Readiness, key_set: RemoteKeySet | None) -> Readiness:
+    """With an identity provider's keys, the API is ready once it holds them (until then every token is refused);
+    later the provider being down keeps the keys, and readiness."""
+    if key_set is None:
+        return readiness
+
+    async def ready() -> Mapping[str, bool]:
+        return {**await readiness(), "keys": key_set.loaded}
+
+    return ready
 
 
 def _ignoring_app(factory: LifespanFactory) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:

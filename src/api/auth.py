@@ -1,8 +1,9 @@
 """Bearer JWT authentication (python-jose) for `/api/...`, the caller's principal, and the admin guard.
 
 Only the algorithms that match a configured key are accepted: HS256 with the shared secret, RS256 or
-ES256 with the public key (by the key's type); `none` and every other algorithm are refused, and the key is
-chosen by algorithm, so a public key is never used as an HMAC secret. `exp` and `sub` are required, `nbf` is
+ES256 with the public key (by the key's type) or with the identity provider's key that the token's `kid` names
+(api.jwks: by that key's type and `alg`); `none` and every other algorithm are refused, and the key is chosen by
+algorithm, so a public key is never used as an HMAC secret. `exp` and `sub` are required, `nbf` is
 honoured, `iss` and `aud` are checked when configured, with `leeway_seconds` of clock skew. `exp`, `nbf` and `iat`
 must be finite numbers, and `sub` a user id (`domain.text`).
 """
@@ -26,6 +27,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 
 from api.headers import first_header
+from api.jwks import REMOTE_ALGORITHMS, RemoteKeySet, VerificationKey
 from domain.text import MAX_USER_ID_LENGTH, is_user_id
 
 ADMIN_ROLE = "admin"
@@ -34,24 +36,30 @@ _CACHE_SIZE = 4096
 
 @dataclass(frozen=True, slots=True)
 class JwtSettings:
-    """How tokens are verified. At least one of `secret` (HS256) and `public_key` (PEM text: RSA -> RS256,
-    EC P-256 -> ES256) is required; a bad key raises ValueError naming the field."""
+    """How tokens are verified. At least one of `secret` (HS256), `public_key` (PEM text: RSA -> RS256,
+    EC P-256 -> ES256) and `key_set` (an identity provider's keys, by `kid`) is required, and `public_key` and
+    `key_set` exclude each other (which would verify an RS256 token?); a bad key raises ValueError naming the
+    field."""
 
     secret: str | None = None
     public_key: str | None = None
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: int = 30
+    key_set: RemoteKeySet | None = None
 
     def __post_init__(self) -> None:
+        if self.public_key and self.key_set is not None:
+            raise ValueError("JwtSettings takes a public_key or a key_set, not both")
         self.keys_by_algorithm()
 
     def keys_by_algorithm(self) -> dict[str, str]:
+        """The fixed keys (secret, public key) by the one algorithm each verifies."""
         keys = {"HS256": self.secret} if self.secret else {}
         if self.public_key:
             keys[_public_key_algorithm(self.public_key)] = self.public_key
-        if not keys:
-            raise ValueError("JwtSettings needs a secret or a public_key")
+        if not keys and self.key_set is None:
+            raise ValueError("JwtSettings needs a secret, a public_key or a key_set")
         return keys
 
 
@@ -105,7 +113,8 @@ class JwtVerifier:
     `exp` and `nbf` are checked here, against `clock`, rather than by python-jose (which reads the system
     clock), so that the cache and the checks share one clock. A cached token is exactly as valid as on its
     first check: its signature and claims cannot change, an accepted `nbf` stays accepted, and the entry
-    is dropped once `exp` (plus the leeway) has passed.
+    is dropped once `exp` (plus the leeway) has passed, or once the key set no longer holds the key that verified
+    it (a key the identity provider dropped stops its tokens at the next fetch).
     """
 
     def __init__(
@@ -113,9 +122,10 @@ class JwtVerifier:
     ) -> None:
         self._settings = settings
         self._keys = settings.keys_by_algorithm()
+        self._key_set = settings.key_set
         self._clock = clock
         self._cache_size = cache_size
-        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache: dict[str, tuple[Principal, float, tuple[str, VerificationKey] | None]] = {}
         self._options = {
             "verify_exp": False,
             "verify_nbf": False,
@@ -126,23 +136,66 @@ class JwtVerifier:
         }
 
     def verify(self, token: str) -> Principal:
-        cached = self._cache.get(token)
-        if cached is not None and cached[1] > self._clock():
-            return cached[0]
-        self._cache.pop(token, None)
-        principal, valid_until = self._decode(token)
+        """With the fixed keys only (secret, public key): a token for the key set is refused here."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        algorithm, _ = _header(token)
+        return self._remember(token, self._decode(token, algorithm, self._fixed_key(algorithm)), None)
+
+    async def authenticate(self, token: str) -> Principal:
+        """`verify`, and with a key set the key its `kid` names, which may need a fetch."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        algorithm, kid = _header(token)
+        if algorithm in self._keys or self._key_set is None:
+            return self._remember(token, self._decode(token, algorithm, self._fixed_key(algorithm)), None)
+        key = await self._remote_key(self._key_set, algorithm, kid)
+        return self._remember(token, self._decode(token, algorithm, key.pem), (kid, key))
+
+    def _cached(self, token: str) -> Principal | None:
+        entry = self._cache.get(token)
+        if entry is None:
+            return None
+        principal, valid_until, remote = entry
+        if valid_until > self._clock() and (remote is None or self._still_held(*remote)):
+            return principal
+        del self._cache[token]
+        return None
+
+    def _still_held(self, kid: str, key: VerificationKey) -> bool:
+        return self._key_set is not None and self._key_set.cached(kid) == key
+
+    def _remember(
+        self, token: str, verified: tuple[Principal, float], remote: tuple[str, VerificationKey] | None
+    ) -> Principal:
         if len(self._cache) >= self._cache_size:
             del self._cache[next(iter(self._cache))]
-        self._cache[token] = (principal, valid_until)
-        return principal
+        self._cache[token] = (*verified, remote)
+        return verified[0]
 
-    def _decode(self, token: str) -> tuple[Principal, float]:
+    def _fixed_key(self, algorithm: str) -> str:
+        key = self._keys.get(algorithm)
+        if key is None:
+            raise InvalidToken(f"the algorithm {algorithm!r} is not accepted")
+        return key
+
+    @staticmethod
+    async def _remote_key(key_set: RemoteKeySet, algorithm: str, kid: Any) -> VerificationKey:
+        if algorithm not in REMOTE_ALGORITHMS:
+            raise InvalidToken(f"the algorithm {algorithm!r} is not accepted")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("the token names no key ('kid')")
+        key = await key_set.key(kid)
+        if key is None:
+            raise InvalidToken("the key its 'kid' names is not one of the identity provider's keys")
+        if key.algorithm != algorithm:
+            raise InvalidToken(f"the algorithm {algorithm!r} is not its key's ({key.algorithm})")
+        return key
+
+    def _decode(self, token: str, algorithm: str, key: str) -> tuple[Principal, float]:
         try:
-            header_algorithm = jwt.get_unverified_header(token).get("alg")
-            algorithm = header_algorithm if isinstance(header_algorithm, str) else ""
-            key = self._keys.get(algorithm)
-            if key is None:
-                raise InvalidToken(f"the algorithm {header_algorithm!r} is not accepted")
             claims = jwt.decode(
                 token,
                 key,
@@ -169,6 +222,18 @@ class JwtVerifier:
             raise InvalidToken("the token is not valid yet ('nbf')")
         _numeric_date(claims, "iat")
         return expires + leeway
+
+
+def _header(token: str) -> tuple[str, Any]:
+    """The token's `alg` ('' when not a string) and `kid`, unverified."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except JWTError as exc:
+        raise InvalidToken(str(exc) or type(exc).__name__) from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError):
+        raise InvalidToken("the token is malformed") from None
+    algorithm = header.get("alg")
+    return (algorithm if isinstance(algorithm, str) else ""), header.get("kid")
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -227,7 +292,7 @@ class JwtAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         token = token.strip()
         if not token:
             raise InvalidToken("the token is empty")
-        return AuthenticationResult(user=self._verifier.verify(token), auth=token)
+        return AuthenticationResult(user=await self._verifier.authenticate(token), auth=token)
 
 
 def admin_only(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:

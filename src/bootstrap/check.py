@@ -58,7 +58,12 @@ def _format_line() -> str:
 
 
 def _token_lines(settings: Settings) -> list[str]:
-    if settings.jwt_public_key:
+    if settings.uses_jwks:
+        source = settings.jwt_jwks_url or f"the discovery document of {settings.jwt_issuer}"
+        keys = f"tokens: RS256/ES256 with the identity provider's keys (by kid) from {source}"
+        if settings.jwt_secret:
+            keys += ", and HS256 with REPORTGEN_JWT_SECRET"
+    elif settings.jwt_public_key:
         keys = "tokens: RS256/ES256, verified with the configured public key"
     elif uses_dev_secret(settings):
         keys = f"tokens: HS256 with the development secret in {settings.dev_secret_file}"

@@ -16,7 +16,7 @@ DEV_TOKEN_TTL_SECONDS = 86_400
 
 def uses_dev_secret(settings: Settings) -> bool:
     """Whether tokens are signed with the development secret under var/: embedded mode with no key configured."""
-    return settings.embedded and not (settings.jwt_secret or settings.jwt_public_key)
+    return settings.embedded and not (settings.jwt_secret or settings.jwt_public_key or settings.uses_jwks)
 
 
 def with_dev_secret(settings: Settings) -> Settings:

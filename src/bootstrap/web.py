@@ -18,11 +18,13 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from api.app import ApiDependencies, build_app
 from api.auth import JwtSettings
+from api.jwks import RemoteKeySet
 from api.middleware import ACCESS_LOGGER, AccessLog, structlog_access_log
 from bootstrap.container import WEBHOOK_INTERVAL_SECONDS, Container, build_container
 from bootstrap.embedded import with_dev_secret
 from bootstrap.metrics import MULTIPROCESS_DIR_ENV, metrics_registry
 from infrastructure.inprocess import InProcessJobQueue
+from infrastructure.key_fetch import JwksFetcher
 from infrastructure.logs import JsonAccessLog, configure_logging
 from infrastructure.periodic import PeriodicWork, run_periodically
 from settings import Settings
@@ -34,7 +36,16 @@ def jwt_settings(settings: Settings) -> JwtSettings:
         public_key=settings.jwt_public_key,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        key_set=_key_set(settings),
     )
+
+
+def _key_set(settings: Settings) -> RemoteKeySet | None:
+    if settings.jwt_jwks_url is not None:
+        return RemoteKeySet(JwksFetcher(settings.jwt_jwks_url))
+    if settings.jwt_oidc_discovery and settings.jwt_issuer is not None:
+        return RemoteKeySet(JwksFetcher(settings.jwt_issuer, discovery=True))
+    return None
 
 
 def log_format(settings: Settings) -> str:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from application.deliver_webhooks import DEFAULT_RETRY_SECONDS
 from domain.callbacks import secret_key
+from infrastructure.key_fetch import DISCOVERY_PATH, key_url_problem
 
 T = TypeVar("T", int, float)
 
@@ -43,6 +44,11 @@ class Settings:
     """PEM text of an RSA or EC public key, for RS256/ES256 tokens."""
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    """The identity provider's JWKS (https; plain http only from a loopback host): RS256/ES256 keys, selected by the
+    token's `kid`, cached by their `Cache-Control` (api.jwks). Beside `jwt_secret`, not `jwt_public_key`."""
+    jwt_oidc_discovery: bool = False
+    """Read the JWKS URL from `<jwt_issuer>/.well-known/openid-configuration` instead of `jwt_jwks_url`."""
     artifact_dir: Path = DEFAULT_VAR_DIR / "artifacts"
     var_dir: Path = DEFAULT_VAR_DIR
     report_timeout_seconds: float = 300.0
@@ -105,6 +111,11 @@ class Settings:
         return self.redis_url is None
 
     @property
+    def uses_jwks(self) -> bool:
+        """Whether tokens may be verified with the identity provider's keys (a JWKS URL, or OIDC discovery)."""
+        return self.jwt_jwks_url is not None or self.jwt_oidc_discovery
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.var_dir / 'reportgen.db').resolve()}"
 
@@ -128,6 +139,8 @@ class Settings:
             jwt_public_key=reader.public_key("JWT_PUBLIC_KEY"),
             jwt_issuer=reader.text("JWT_ISSUER"),
             jwt_audience=reader.text("JWT_AUDIENCE"),
+            jwt_jwks_url=reader.key_url("JWT_JWKS_URL"),
+            jwt_oidc_discovery=reader.flag("JWT_OIDC_DISCOVERY") or False,
             artifact_dir=reader.path("ARTIFACT_DIR"),
             var_dir=reader.path("VAR_DIR"),
             report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", float, 0.1, 86_400),
@@ -156,14 +169,31 @@ class Settings:
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             demo=reader.flag("DEMO"),
         )
-        if not settings.embedded and not (settings.jwt_secret or settings.jwt_public_key):
-            reader.problems.append(
-                f"{PREFIX}JWT_SECRET or {PREFIX}JWT_PUBLIC_KEY: one is required when "
-                f"{PREFIX}REDIS_URL is set (only the embedded dev mode generates a secret)"
-            )
+        reader.problems += _key_problems(settings)
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
+
+
+def _key_problems(settings: Settings) -> list[str]:
+    """Which keys verify tokens must be plain: some key outside the dev mode, one source of asymmetric keys."""
+    jwks, discovery = f"{PREFIX}JWT_JWKS_URL", f"{PREFIX}JWT_OIDC_DISCOVERY"
+    problems = []
+    if not settings.embedded and not (settings.jwt_secret or settings.jwt_public_key or settings.uses_jwks):
+        problems.append(
+            f"{PREFIX}JWT_SECRET, {PREFIX}JWT_PUBLIC_KEY or {jwks}: one is required when "
+            f"{PREFIX}REDIS_URL is set (only the embedded dev mode generates a secret)"
+        )
+    if settings.jwt_jwks_url and settings.jwt_oidc_discovery:
+        problems.append(f"{jwks} and {discovery}: set one (the keys come from that URL or from the issuer's discovery)")
+    if settings.jwt_public_key and settings.uses_jwks:
+        source = jwks if settings.jwt_jwks_url else discovery
+        problems.append(f"{PREFIX}JWT_PUBLIC_KEY and {source}: set one (which would verify an RS256 or ES256 token?)")
+    if settings.jwt_oidc_discovery:
+        problem = key_url_problem(settings.jwt_issuer) if settings.jwt_issuer else "unset"
+        if problem is not None:
+            problems.append(f"{PREFIX}JWT_ISSUER: {problem}; {discovery} fetches <issuer>{DISCOVERY_PATH}")
+    return problems
 
 
 class _Reader:
@@ -201,6 +231,15 @@ class _Reader:
             parts = None
         if parts is None or parts.scheme not in schemes:
             self._bad(name, f"not a valid URL; expected one starting with {' or '.join(s + '://' for s in schemes)}")
+            return None
+        return value
+
+    def key_url(self, name: str) -> str | None:
+        """A URL keys may be fetched from (infrastructure.key_fetch); None when unset or not one."""
+        value = self.text(name)
+        problem = key_url_problem(value) if value is not None else None
+        if problem is not None:
+            self._bad(name, problem)
             return None
         return value
 

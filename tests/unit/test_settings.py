@@ -68,8 +68,74 @@ def test_every_bad_variable_is_named_on_its_own_line() -> None:
 
 
 def test_production_without_any_key_is_refused() -> None:
-    with pytest.raises(SettingsError, match="REPORTGEN_JWT_SECRET or REPORTGEN_JWT_PUBLIC_KEY"):
+    with pytest.raises(SettingsError, match="REPORTGEN_JWT_SECRET, REPORTGEN_JWT_PUBLIC_KEY or REPORTGEN_JWT_JWKS_URL"):
         Settings.from_env({"REPORTGEN_REDIS_URL": "redis://127.0.0.1:6379/0"})
+
+
+PRODUCTION = {"REPORTGEN_REDIS_URL": "redis://127.0.0.1:6379/0"}
+PEM = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"REPORTGEN_JWT_JWKS_URL": "https://idp.example/keys"},
+        {"REPORTGEN_JWT_JWKS_URL": "http://127.0.0.1:8080/keys", "REPORTGEN_JWT_SECRET": "x" * 40},
+        {"REPORTGEN_JWT_JWKS_URL": "http://[::1]/keys"},
+        {"REPORTGEN_JWT_JWKS_URL": "http://localhost/keys"},
+        {"REPORTGEN_JWT_OIDC_DISCOVERY": "true", "REPORTGEN_JWT_ISSUER": "https://idp.example/realms/x"},
+    ],
+    ids=["https", "loopback-http-beside-a-secret", "ipv6-loopback", "localhost", "discovery"],
+)
+def test_identity_provider_keys_are_a_key_of_their_own(env: dict[str, str]) -> None:
+    settings = Settings.from_env({**PRODUCTION, **env})
+
+    assert settings.uses_jwks
+    assert settings.jwt_jwks_url == env.get("REPORTGEN_JWT_JWKS_URL")
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"REPORTGEN_JWT_JWKS_URL": "http://idp.example/keys"}, "REPORTGEN_JWT_JWKS_URL: keys are fetched over https"),
+        ({"REPORTGEN_JWT_JWKS_URL": "http://10.0.0.1/keys"}, "REPORTGEN_JWT_JWKS_URL: keys are fetched over https"),
+        ({"REPORTGEN_JWT_JWKS_URL": "ftp://idp.example/keys"}, "REPORTGEN_JWT_JWKS_URL: not a valid URL"),
+        (
+            {"REPORTGEN_JWT_JWKS_URL": "https://idp.example/keys", "REPORTGEN_JWT_PUBLIC_KEY": PEM},
+            "REPORTGEN_JWT_PUBLIC_KEY and REPORTGEN_JWT_JWKS_URL: set one",
+        ),
+        (
+            {
+                "REPORTGEN_JWT_JWKS_URL": "https://idp.example/keys",
+                "REPORTGEN_JWT_OIDC_DISCOVERY": "true",
+                "REPORTGEN_JWT_ISSUER": "https://idp.example",
+            },
+            "REPORTGEN_JWT_JWKS_URL and REPORTGEN_JWT_OIDC_DISCOVERY: set one",
+        ),
+        ({"REPORTGEN_JWT_OIDC_DISCOVERY": "true"}, "REPORTGEN_JWT_ISSUER: unset; REPORTGEN_JWT_OIDC_DISCOVERY fetches"),
+        (
+            {"REPORTGEN_JWT_OIDC_DISCOVERY": "true", "REPORTGEN_JWT_ISSUER": "http://idp.example"},
+            "REPORTGEN_JWT_ISSUER: keys are fetched over https",
+        ),
+        ({"REPORTGEN_JWT_OIDC_DISCOVERY": "maybe"}, "REPORTGEN_JWT_OIDC_DISCOVERY: 'maybe' is not a boolean"),
+    ],
+    ids=[
+        "http",
+        "http-private-address",
+        "scheme",
+        "with-a-public-key",
+        "url-and-discovery",
+        "no-issuer",
+        "http-issuer",
+        "not-a-flag",
+    ],
+)
+def test_unusable_or_ambiguous_key_sources_are_refused_in_one_line(env: dict[str, str], line: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env({**PRODUCTION, "REPORTGEN_JWT_SECRET": "x" * 40, **env})
+
+    assert [problem for problem in exc.value.problems if problem.startswith(line)], exc.value.problems
+    assert all("\n" not in problem for problem in exc.value.problems)
 
 
 def test_public_key_may_be_a_path_and_an_unreadable_one_is_named(tmp_path: Path) -> None:
