@@ -37,9 +37,9 @@ _CACHE_SIZE = 4096
 @dataclass(frozen=True, slots=True)
 class JwtSettings:
     """How tokens are verified. At least one of `secret` (HS256), `public_key` (PEM text: RSA -> RS256,
-    EC P-256 -> ES256) and `key_set` (an identity provider's keys, by `kid`) is required, and `public_key` and
-    `key_set` exclude each other (which would verify an RS256 token?); a bad key raises ValueError naming the
-    field."""
+    EC P-256 -> ES256) and `key_set` (an identity provider's keys, by `kid`) is required. Beside a `public_key`, a
+    token whose `kid` the key set names is verified by that key, any other by the public key. A bad key raises
+    ValueError naming the field."""
 
     secret: str | None = None
     public_key: str | None = None
@@ -49,8 +49,6 @@ class JwtSettings:
     key_set: RemoteKeySet | None = None
 
     def __post_init__(self) -> None:
-        if self.public_key and self.key_set is not None:
-            raise ValueError("JwtSettings takes a public_key or a key_set, not both")
         self.keys_by_algorithm()
 
     def keys_by_algorithm(self) -> dict[str, str]:
@@ -149,9 +147,11 @@ class JwtVerifier:
         if cached is not None:
             return cached
         algorithm, kid = _header(token)
-        if algorithm in self._keys or self._key_set is None:
+        if self._key_set is None or algorithm not in REMOTE_ALGORITHMS:
             return self._remember(token, self._decode(token, algorithm, self._fixed_key(algorithm)), None)
-        key = await self._remote_key(self._key_set, algorithm, kid)
+        key = await self._remote_key(self._key_set, algorithm, kid, fallback=algorithm in self._keys)
+        if key is None:  # beside a fixed public key: a token the key set does not name is the fixed key's
+            return self._remember(token, self._decode(token, algorithm, self._fixed_key(algorithm)), None)
         return self._remember(token, self._decode(token, algorithm, key.pem), (kid, key))
 
     def _cached(self, token: str) -> Principal | None:
@@ -182,13 +182,17 @@ class JwtVerifier:
         return key
 
     @staticmethod
-    async def _remote_key(key_set: RemoteKeySet, algorithm: str, kid: Any) -> VerificationKey:
-        if algorithm not in REMOTE_ALGORITHMS:
-            raise InvalidToken(f"the algorithm {algorithm!r} is not accepted")
+    async def _remote_key(key_set: RemoteKeySet, algorithm: str, kid: Any, *, fallback: bool) -> VerificationKey | None:
+        """The key set's key that `kid` names; None when there is none and `fallback` (a fixed key of the algorithm
+        verifies such tokens instead)."""
         if not isinstance(kid, str) or not kid:
+            if fallback:
+                return None
             raise InvalidToken("the token names no key ('kid')")
         key = await key_set.key(kid)
         if key is None:
+            if fallback:
+                return None
             raise InvalidToken("the key its 'kid' names is not one of the identity provider's keys")
         if key.algorithm != algorithm:
             raise InvalidToken(f"the algorithm {algorithm!r} is not its key's ({key.algorithm})")

@@ -46,7 +46,8 @@ class Settings:
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
     """The identity provider's JWKS (https; plain http only from a loopback host): RS256/ES256 keys, selected by the
-    token's `kid`, cached by their `Cache-Control` (api.jwks). Beside `jwt_secret`, not `jwt_public_key`."""
+    token's `kid`, cached by their `Cache-Control` (api.jwks). Beside `jwt_secret` (HS256) or `jwt_public_key` (an
+    RS256/ES256 token whose `kid` the set does not name, or without one, is the public key's)."""
     jwt_oidc_discovery: bool = False
     """Read the JWKS URL from `<jwt_issuer>/.well-known/openid-configuration` instead of `jwt_jwks_url`."""
     artifact_dir: Path = DEFAULT_VAR_DIR / "artifacts"
@@ -186,9 +187,6 @@ def _key_problems(settings: Settings) -> list[str]:
         )
     if settings.jwt_jwks_url and settings.jwt_oidc_discovery:
         problems.append(f"{jwks} and {discovery}: set one (the keys come from that URL or from the issuer's discovery)")
-    if settings.jwt_public_key and settings.uses_jwks:
-        source = jwks if settings.jwt_jwks_url else discovery
-        problems.append(f"{PREFIX}JWT_PUBLIC_KEY and {source}: set one (which would verify an RS256 or ES256 token?)")
     if settings.jwt_oidc_discovery:
         problem = key_url_problem(settings.jwt_issuer) if settings.jwt_issuer else "unset"
         if problem is not None:

@@ -101,10 +101,6 @@ def test_identity_provider_keys_are_a_key_of_their_own(env: dict[str, str]) -> N
         ({"REPORTGEN_JWT_JWKS_URL": "http://10.0.0.1/keys"}, "REPORTGEN_JWT_JWKS_URL: keys are fetched over https"),
         ({"REPORTGEN_JWT_JWKS_URL": "ftp://idp.example/keys"}, "REPORTGEN_JWT_JWKS_URL: not a valid URL"),
         (
-            {"REPORTGEN_JWT_JWKS_URL": "https://idp.example/keys", "REPORTGEN_JWT_PUBLIC_KEY": PEM},
-            "REPORTGEN_JWT_PUBLIC_KEY and REPORTGEN_JWT_JWKS_URL: set one",
-        ),
-        (
             {
                 "REPORTGEN_JWT_JWKS_URL": "https://idp.example/keys",
                 "REPORTGEN_JWT_OIDC_DISCOVERY": "true",
@@ -123,7 +119,6 @@ def test_identity_provider_keys_are_a_key_of_their_own(env: dict[str, str]) -> N
         "http",
         "http-private-address",
         "scheme",
-        "with-a-public-key",
         "url-and-discovery",
         "no-issuer",
         "http-issuer",

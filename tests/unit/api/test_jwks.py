@@ -307,9 +307,16 @@ def test_only_signing_keys_of_the_accepted_kinds_are_kept(old_key: SigningKey, e
         parse_jwks({"issuer": "x"})
 
 
-def test_a_public_key_and_a_key_set_are_refused_together(provider: IdentityProvider, old_key: SigningKey) -> None:
-    with pytest.raises(ValueError, match="not both"):
-        JwtSettings(public_key=old_key.public_pem, key_set=RemoteKeySet(JwksFetcher(provider.jwks_url)))
+async def test_jwks_beside_a_public_key_verifies_its_kids_by_the_set_and_the_others_by_the_fixed_key(
+    provider: IdentityProvider, clock: Clock, old_key: SigningKey, unpublished: SigningKey
+) -> None:
+    verifier = verifier_for(provider, clock, public_key=unpublished.public_pem)
+
+    assert (await verifier.authenticate(old_key.sign(claims("bob")))).user_id == "bob", "a kid of the set"
+    assert (await verifier.authenticate(unpublished.sign(claims("carol"), kid=None))).user_id == "carol"
+    assert (await verifier.authenticate(unpublished.sign(claims("dave")))).user_id == "dave", "a kid not in the set"
+    with pytest.raises(InvalidToken):  # signed by the set's key, but naming none of its kids: the fixed key refuses
+        await verifier.authenticate(old_key.sign(claims("eve"), kid=None))
 
 
 @pytest.fixture
