@@ -15,6 +15,7 @@ from uuid import UUID
 
 from application.errors import ArtifactMissing, QueueUnavailable, StorageCause, StorageUnavailable
 from application.ports import (
+    ArtifactLabel,
     ArtifactSink,
     ArtifactStore,
     CallbackOutbox,
@@ -411,10 +412,15 @@ class FakeSink(ArtifactSink):
 
 
 class FakeArtifactStore(ArtifactStore):
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
+    """Artifacts in a dict; `links` makes `link` answer `https://store.example/<key>?expires=<seconds>`."""
 
-    def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]:
+    def __init__(self, *, links: bool = False) -> None:
+        self.files: dict[str, bytes] = {}
+        self.labels: dict[str, ArtifactLabel | None] = {}
+        self.links = links
+
+    def create(self, key: str, label: ArtifactLabel | None = None) -> AbstractAsyncContextManager[ArtifactSink]:
+        self.labels[key] = label
         return self._create(key)
 
     @asynccontextmanager
@@ -436,6 +442,9 @@ class FakeArtifactStore(ArtifactStore):
 
     async def sweep_temporary(self, older_than_seconds: float) -> int:
         return 0
+
+    async def link(self, key: str, expires_in: timedelta) -> str | None:
+        return f"https://store.example/{key}?expires={expires_in.total_seconds():g}" if self.links else None
 
 
 @dataclass

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,6 +74,8 @@ class ApiDependencies:
     """Entered in order at startup, exited in reverse at shutdown (container, in-process worker)."""
     poll_after_seconds: int
     """`Retry-After` of a 202 and of the status of a job that is not terminal."""
+    result_link_lifetime: timedelta | None = None
+    """Downloads are 303 redirects to the object store's presigned URL, valid this long; None: streamed."""
     max_body_bytes: int = 1024 * 1024
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
     """How long a request body may take to arrive whole (then 408)."""
@@ -191,7 +194,7 @@ def _schema_not_found(path: Annotated[str, PathParameter()]) -> None:
 
 def _dependencies(deps: ApiDependencies, metrics: ApiMetrics) -> dict[str, Provide]:
     values: dict[str, Any] = {
-        "services": ApiServices(deps.use_cases, metrics, deps.poll_after_seconds),
+        "services": ApiServices(deps.use_cases, metrics, deps.poll_after_seconds, deps.result_link_lifetime),
         "readiness": _with_keys(deps.readiness, deps.auth.key_set),
         "registry": deps.registry,
     }

@@ -28,7 +28,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from api.middleware import request_id_of
 from api.schemas import IDEMPOTENCY_KEY_HEADER, FieldErrorOut, Problem
 from api.unavailable import ServiceNotReady, UnavailableAnswers
-from application.errors import ArtifactMissing, QueueUnavailable, StorageUnavailable
+from application.errors import ArtifactMissing, ArtifactStoreUnavailable, QueueUnavailable, StorageUnavailable
 from domain.errors import (
     ConcurrentUpdate,
     DuplicateIdempotencyKey,
@@ -110,6 +110,12 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
         "queue-unavailable",
         "Job queue unavailable",
         "The job could not be handed to a worker and will not run; retry later.",
+    ),
+    ArtifactStoreUnavailable: ProblemKind(
+        503,
+        "artifact-store-unavailable",
+        "Result storage unavailable",
+        "The storage that holds job results is unavailable; retry later.",
     ),
     ServiceNotReady: ProblemKind(503, "not-ready", "Service not ready"),
 }

@@ -5,6 +5,7 @@ task group of their own, on every request."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from api.metrics import ApiMetrics
 from application.cancel_job import CancelJob
@@ -40,3 +41,5 @@ class ApiServices:
     use_cases: UseCases
     metrics: ApiMetrics
     poll_after_seconds: int
+    result_link_lifetime: timedelta | None = None
+    """Downloads are 303 redirects to the store's own URL, valid this long; None: they stream through the API."""

@@ -3,7 +3,8 @@ logged at WARNING with the request id and the reason, at most once every `UNAVAI
 process, so that an outage shows in the log at once without flooding it.
 
 The causes are a fixed set, `UnavailableCause`: what the application's errors name (`database`, `database_pool`,
-`database_timeout`, `queue`), `not_ready` for a failed readiness check, and `other` for a 503 of any other origin.
+`database_timeout`, `queue`, `artifact_store`), `not_ready` for a failed readiness check, and `other` for a 503 of
+any other origin.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ UNAVAILABLE_LOG_EVERY_SECONDS = 5.0
 """A cause of 503 answers is logged at most once in this long (per process); the next line says how many went
 unlogged in between."""
 
-UnavailableCause = Literal["database", "database_pool", "database_timeout", "queue", "not_ready", "other"]
+UnavailableCause = Literal[
+    "database", "database_pool", "database_timeout", "queue", "artifact_store", "not_ready", "other"
+]
 UNAVAILABLE_CAUSES: tuple[UnavailableCause, ...] = get_args(UnavailableCause)
 Monotonic = Callable[[], float]
 

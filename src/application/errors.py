@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 StorageCause = Literal["database", "database_pool", "database_timeout"]
-DependencyCause = StorageCause | Literal["queue"]
+DependencyCause = StorageCause | Literal["queue", "artifact_store"]
 """What was unavailable, in one word of a fixed set: metrics and logs label a 503 with it, so the set stays small."""
 
 
@@ -36,6 +36,13 @@ class QueueUnavailable(DependencyUnavailable):
     """The job queue could not take the job; retrying later may succeed."""
 
     cause: DependencyCause = "queue"
+
+
+class ArtifactStoreUnavailable(DependencyUnavailable):
+    """The artifact store (object storage) could not be reached or refused the request; retrying later may
+    succeed."""
+
+    cause: DependencyCause = "artifact_store"
 
 
 class ArtifactMissing(ApplicationError):

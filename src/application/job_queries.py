@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from application.errors import ArtifactMissing
@@ -29,6 +30,8 @@ def visible_job(job: JobExecutionLog | None, query: JobQuery) -> JobExecutionLog
     return job
 
 
+MIN_LINK_LIFETIME = timedelta(seconds=1)
+"""A download link is valid at least this long, even for a result about to expire."""
 MAX_WAIT_SECONDS = 60
 """The longest a status request may wait for its job to finish (`?wait=`): under the usual proxy read timeouts."""
 
@@ -69,10 +72,18 @@ class JobResult:
     job: JobExecutionLog
     artifact: ArtifactRef
     artifacts: ArtifactStore
+    checked_at: datetime
+    """When the result was found available (not expired, present in the store)."""
 
     def content(self, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """The artifact's bytes, `length` of them from `offset` (all that follow when None)."""
         return self.artifacts.read(self.artifact.key, offset, length)
+
+    async def link(self, longest: timedelta) -> str | None:
+        """A URL that downloads the artifact from the store itself (None when the store has none), valid for
+        `longest` but never past the result's expiry."""
+        valid = longest if self.job.expires_at is None else min(longest, self.job.expires_at - self.checked_at)
+        return await self.artifacts.link(self.artifact.key, max(valid, MIN_LINK_LIFETIME))
 
 
 class GetJobResult:
@@ -88,11 +99,12 @@ class GetJobResult:
         job = visible_job(await self._jobs.get(query.job_id), query)
         if job.status is not JobStatus.SUCCEEDED:
             raise ResultNotReady(job.id, job.status.value)
-        if job.artifact is None or job.result_expired(self._clock()):
+        now = self._clock()
+        if job.artifact is None or job.result_expired(now):
             raise ResultExpired(job.id)
         if not await self._artifacts.exists(job.artifact.key):
             raise ArtifactMissing(f"the artifact of job {job.id} is no longer available")
-        return JobResult(job, job.artifact, self._artifacts)
+        return JobResult(job, job.artifact, self._artifacts, now)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
@@ -259,15 +259,24 @@ class ArtifactSink(Protocol):
     def sha256(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactLabel:
+    """What a download of the artifact is labelled with, for stores that serve it themselves (a link)."""
+
+    media_type: str
+    filename: str
+
+
 class ArtifactStore(Protocol):
     """Finished report files, addressed by key.
 
     `create(key)` writes to a temporary place and publishes the artifact atomically when the block
     exits without an exception (otherwise nothing is published). Readers never see a partial file.
+    Any method may raise ArtifactStoreUnavailable when the store cannot be reached.
     """
 
     @abstractmethod
-    def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]: ...
+    def create(self, key: str, label: ArtifactLabel | None = None) -> AbstractAsyncContextManager[ArtifactSink]: ...
 
     @abstractmethod
     def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -284,6 +293,11 @@ class ArtifactStore(Protocol):
     @abstractmethod
     async def sweep_temporary(self, older_than_seconds: float) -> int:
         """Remove unfinished writes left behind by a crashed process; returns how many."""
+
+    @abstractmethod
+    async def link(self, key: str, expires_in: timedelta) -> str | None:
+        """A URL that downloads the artifact straight from the store for `expires_in` (a presigned URL), or None
+        when the store cannot give one (a local directory)."""
 
 
 Row = Sequence[object]

@@ -13,6 +13,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from application.errors import (
+    ArtifactStoreUnavailable,
     QueueUnavailable,
     ReportOutputFailed,
     ReportQueryFailed,
@@ -21,6 +22,7 @@ from application.errors import (
 )
 from application.heartbeat import Heartbeat, LeaseLost
 from application.ports import (
+    ArtifactLabel,
     ArtifactStore,
     Clock,
     JobLedger,
@@ -174,7 +176,9 @@ class RunReportJob:
         except ReportOutputFailed as exc:
             return await self._fail(job, exc.code, exc.message)
         except StorageUnavailable:
-            return await self._retry_or_fail(job)
+            return await self._retry_or_fail(job, ErrorCode.REPORT_QUERY_FAILED, "reporting database")
+        except ArtifactStoreUnavailable:
+            return await self._retry_or_fail(job, ErrorCode.ARTIFACT_STORE_UNAVAILABLE, "artifact store")
         except Exception:
             log.exception("job failed with an unexpected error", extra=_context(job))
             return await self._fail(
@@ -216,7 +220,7 @@ class RunReportJob:
         try:
             async with (
                 self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
-                self._artifacts.create(job.artifact_key()) as sink,
+                self._artifacts.create(job.artifact_key(), ArtifactLabel(job.content_type, job.filename)) as sink,
             ):
                 await sink.write(encoder.begin(rows.columns))
                 async for batch in rows.batches():
@@ -251,15 +255,17 @@ class RunReportJob:
         outcome = Outcome.FAILED if await self._record(job) else Outcome.SKIPPED
         return RunResult(outcome, attempt=job.attempts)
 
-    async def _retry_or_fail(self, job: JobExecutionLog) -> RunResult:
+    async def _retry_or_fail(self, job: JobExecutionLog, code: ErrorCode, unavailable: str) -> RunResult:
+        """`unavailable` names what was down (the reporting database, the artifact store) in the job's error; `code`
+        is the error's code while the job waits for its next attempt."""
         if job.attempts >= self._policy.max_attempts:
             return await self._fail(
                 job,
                 ErrorCode.RETRIES_EXHAUSTED,
-                f"The reporting database was unavailable in all {job.attempts} attempts.",
+                f"The {unavailable} was unavailable in all {job.attempts} attempts.",
             )
         delay = self._policy.retry_delay(job.attempts)
-        job.requeue(JobError(ErrorCode.REPORT_QUERY_FAILED, "The reporting database was unavailable; retrying."))
+        job.requeue(JobError(code, f"The {unavailable} was unavailable; retrying."))
         if await self._record(job):
             await self._enqueue_next(job, delay)
         return RunResult(Outcome.RETRY, delay, attempt=job.attempts)

@@ -26,6 +26,7 @@ from application.job_limits import GetJobLimit, SetJobLimit
 from application.job_queries import GetJobResult, GetJobStatus, ListJobs
 from application.manage_reports import CreateReport, DeleteReport, GetReport, ListReports, UpdateReport
 from application.ports import (
+    ArtifactStore,
     JobAdmission,
     JobLedger,
     JobQueue,
@@ -54,6 +55,7 @@ from infrastructure.metrics import (
     count_unfinished_jobs,
     register_build_info,
 )
+from infrastructure.object_store import ObjectStoreArtifactStore, s3_store
 from infrastructure.persistence.admission import PostgresJobAdmission
 from infrastructure.persistence.callbacks import SqlAlchemyCallbackOutbox
 from infrastructure.persistence.data_source import SqlReportDataSource
@@ -184,7 +186,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     events.add(wake_delivery)
     uow = publishing(sql_uow, events)
 
-    artifacts = overrides.get("artifacts") or FileSystemArtifactStore(settings.artifact_dir)
+    artifacts = overrides.get("artifacts") or artifact_store(settings)
     queue: JobQueue = overrides.get("queue") or (
         InProcessJobQueue(concurrency=settings.worker_concurrency)
         if redis is None
@@ -310,3 +312,10 @@ async def open_container(settings: Settings, **overrides: Any) -> AsyncIterator[
         yield container
     finally:
         await container.aclose()
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """Object storage when `artifact_url` names a bucket, else the local directory."""
+    if settings.artifact_url is not None:
+        return ObjectStoreArtifactStore(s3_store(settings.artifact_url, dict(settings.aws_env)))
+    return FileSystemArtifactStore(settings.artifact_dir)

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             registry=registry,
             lifespan=[lifespan],
             poll_after_seconds=settings.poll_after_seconds,
+            result_link_lifetime=(
+                timedelta(seconds=settings.result_link_seconds) if settings.result_delivery == "redirect" else None
+            ),
             max_body_bytes=settings.max_body_bytes,
             body_timeout_seconds=settings.request_body_timeout_seconds,
             access_log=access_log,

@@ -58,6 +58,9 @@ class ErrorCode(StrEnum):
     """The rows could not be written in the job's format (e.g. a Parquet column whose values change type)."""
     FORMAT_UNAVAILABLE = "FORMAT_UNAVAILABLE"
     """The worker that ran the job lacks the optional library of its format."""
+    ARTIFACT_STORE_UNAVAILABLE = "ARTIFACT_STORE_UNAVAILABLE"
+    """The artifact store (object storage) could not take the result; the job is retried (the error of a Queued
+    job between attempts; once the attempts are used up, RETRIES_EXHAUSTED)."""
 
 
 @dataclass(frozen=True, slots=True)

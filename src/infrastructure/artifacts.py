@@ -10,11 +10,12 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from application.errors import ArtifactMissing
-from application.ports import ArtifactSink, ArtifactStore
+from application.ports import ArtifactLabel, ArtifactSink, ArtifactStore
 
 FLUSH_BYTES = 1 << 20
 READ_CHUNK_BYTES = 256 << 10
@@ -103,7 +104,7 @@ class FileSystemArtifactStore(ArtifactStore):
         self._flush_bytes = flush_bytes
         self._read_chunk_bytes = read_chunk_bytes
 
-    def create(self, key: str) -> AbstractAsyncContextManager[ArtifactSink]:
+    def create(self, key: str, label: ArtifactLabel | None = None) -> AbstractAsyncContextManager[ArtifactSink]:
         return self._create(self._path(key))
 
     async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
@@ -139,6 +140,9 @@ class FileSystemArtifactStore(ArtifactStore):
         Published artifacts never live in `.tmp/` (no key can address it), so they are never touched.
         """
         return await asyncio.to_thread(self._sweep_temporary, time.time() - older_than_seconds)
+
+    async def link(self, key: str, expires_in: timedelta) -> str | None:
+        return None  # a local directory has no URL of its own: downloads go through the API
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")  # an absolute key starts with an empty segment

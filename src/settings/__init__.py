@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from application.deliver_webhooks import DEFAULT_RETRY_SECONDS
 from domain.callbacks import secret_key
 from infrastructure.key_fetch import DISCOVERY_PATH, key_url_problem
+from infrastructure.object_store import AWS_VARIABLES
 
 T = TypeVar("T", int, float)
 
@@ -51,6 +52,17 @@ class Settings:
     jwt_oidc_discovery: bool = False
     """Read the JWKS URL from `<jwt_issuer>/.well-known/openid-configuration` instead of `jwt_jwks_url`."""
     artifact_dir: Path = DEFAULT_VAR_DIR / "artifacts"
+    """Where finished report files are kept when `artifact_url` is unset (a local directory)."""
+    artifact_url: str | None = None
+    """`s3://bucket[/prefix]`: keep finished report files in S3-compatible object storage (infrastructure.object_store)
+    instead of `artifact_dir`, configured by the standard AWS variables (`aws_env`)."""
+    aws_env: tuple[tuple[str, str], ...] = ()
+    """The standard AWS variables of the environment (credentials, region, endpoint), for the object store."""
+    result_delivery: str = "stream"
+    """`stream`: downloads go through the API. `redirect` (object storage only): a download is a 303 See Other to a
+    presigned URL of the object, valid `result_link_seconds`."""
+    result_link_seconds: int = 300
+    """How long a presigned download URL stays valid (never past the result's expiry)."""
     var_dir: Path = DEFAULT_VAR_DIR
     report_timeout_seconds: float = 300.0
     max_attempts: int = 3
@@ -143,6 +155,10 @@ class Settings:
             jwt_jwks_url=reader.key_url("JWT_JWKS_URL"),
             jwt_oidc_discovery=reader.flag("JWT_OIDC_DISCOVERY") or False,
             artifact_dir=reader.path("ARTIFACT_DIR"),
+            artifact_url=reader.bucket_url("ARTIFACT_URL"),
+            aws_env=tuple((name, value) for name, value in sorted(env.items()) if name in AWS_VARIABLES and value),
+            result_delivery=reader.choice("RESULT_DELIVERY", ("stream", "redirect")),
+            result_link_seconds=reader.number("RESULT_LINK_SECONDS", int, 1, 7 * 86_400),
             var_dir=reader.path("VAR_DIR"),
             report_timeout_seconds=reader.number("REPORT_TIMEOUT_SECONDS", float, 0.1, 86_400),
             max_attempts=reader.number("MAX_ATTEMPTS", int, 1, 100),
@@ -171,6 +187,10 @@ class Settings:
             demo=reader.flag("DEMO"),
         )
         reader.problems += _key_problems(settings)
+        if settings.result_delivery == "redirect" and settings.artifact_url is None:
+            reader.problems.append(
+                f"{PREFIX}RESULT_DELIVERY: redirect needs {PREFIX}ARTIFACT_URL (object storage gives the download URLs)"
+            )
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
@@ -229,6 +249,14 @@ class _Reader:
             parts = None
         if parts is None or parts.scheme not in schemes:
             self._bad(name, f"not a valid URL; expected one starting with {' or '.join(s + '://' for s in schemes)}")
+            return None
+        return value
+
+    def bucket_url(self, name: str) -> str | None:
+        """`s3://bucket[/prefix]`; None when unset or invalid."""
+        value = self.url(name, ("s3",))
+        if value is not None and not urlsplit(value).netloc:
+            self._bad(name, "names no bucket; expected s3://bucket or s3://bucket/prefix")
             return None
         return value
 

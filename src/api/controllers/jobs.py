@@ -169,6 +169,12 @@ _RESULT_RESPONSES: dict[int, ResponseSpec] = {
         media_type="application/octet-stream",
         generate_examples=False,
     ),
+    303: ResponseSpec(
+        None,
+        description="See Other (`REPORTGEN_RESULT_DELIVERY=redirect`, GET only): `Location` is a short-lived URL "
+        "of the object store that serves the artifact (and a `Range` sent to it again).",
+        generate_examples=False,
+    ),
     304: ResponseSpec(None, description="Not Modified (If-None-Match matched the ETag)", generate_examples=False),
     **problem_responses(400, 401, 404, 409, 410, 416, 503),
 }
@@ -287,6 +293,10 @@ class JobsController(Controller):
         status, headers, part = _answer(result, if_none_match, byte_range, if_range)
         if status == 304:
             return Response(None, status_code=status, headers=headers)
+        if services.result_link_lifetime is not None:
+            url = await result.link(services.result_link_lifetime)
+            if url is not None:  # the store serves the bytes (and the range, which the client sends it again)
+                return Response(None, status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
         content = result.content() if part is None else result.content(part.start, part.length)
         return Stream(content, status_code=status, headers=headers)
 
