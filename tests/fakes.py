@@ -13,7 +13,13 @@ from types import TracebackType
 from typing import Self
 from uuid import UUID
 
-from application.errors import ArtifactMissing, QueueUnavailable, StorageCause, StorageUnavailable
+from application.errors import (
+    ArtifactMissing,
+    ArtifactStoreUnavailable,
+    QueueUnavailable,
+    StorageCause,
+    StorageUnavailable,
+)
 from application.ports import (
     ArtifactLabel,
     ArtifactSink,
@@ -418,6 +424,12 @@ class FakeArtifactStore(ArtifactStore):
         self.files: dict[str, bytes] = {}
         self.labels: dict[str, ArtifactLabel | None] = {}
         self.links = links
+        self.unavailable = False
+        """Every call raises ArtifactStoreUnavailable, as when object storage is down."""
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise ArtifactStoreUnavailable("the artifact store is down")
 
     def create(self, key: str, label: ArtifactLabel | None = None) -> AbstractAsyncContextManager[ArtifactSink]:
         self.labels[key] = label
@@ -425,25 +437,31 @@ class FakeArtifactStore(ArtifactStore):
 
     @asynccontextmanager
     async def _create(self, key: str) -> AsyncIterator[ArtifactSink]:
+        self._check()
         sink = FakeSink()
         yield sink
+        self._check()
         self.files[key] = bytes(sink.buffer)
 
     async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        self._check()
         if key not in self.files:
             raise ArtifactMissing(key)
         yield self.files[key][offset : None if length is None else offset + length]
 
     async def exists(self, key: str) -> bool:
+        self._check()
         return key in self.files
 
     async def delete(self, key: str) -> None:
+        self._check()
         self.files.pop(key, None)
 
     async def sweep_temporary(self, older_than_seconds: float) -> int:
         return 0
 
     async def link(self, key: str, expires_in: timedelta) -> str | None:
+        self._check()
         return f"https://store.example/{key}?expires={expires_in.total_seconds():g}" if self.links else None
 
 

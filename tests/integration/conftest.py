@@ -16,6 +16,7 @@ from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.migrate import migrate
 from infrastructure.persistence.tables import metadata
 from tests.integration.persistence_helpers import in_thread, run_async
+from tests.s3_server import S3Server, s3_server
 from tests.services import DATABASE_URL, require
 
 TEST_DATABASE_PREFIX = "reportgen_test_"
@@ -134,3 +135,10 @@ async def sqlite_engine(sqlite_url: str, sqlite_root: Path) -> AsyncIterator[Asy
     engine = await emptied(disposable(sqlite_url, sqlite_root))
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on loopback for this test session."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

@@ -162,3 +162,44 @@ def test_periodic_intervals_must_fit_a_clock_aligned_schedule(value: str, ok: bo
     else:
         with pytest.raises(SettingsError, match="REPORTGEN_RECONCILE_INTERVAL_SECONDS"):
             Settings.from_env(env)
+
+
+def test_object_storage_is_read_with_the_standard_aws_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "REPORTGEN_ARTIFACT_URL": "s3://reports/prod",
+            "REPORTGEN_RESULT_DELIVERY": "redirect",
+            "REPORTGEN_RESULT_LINK_SECONDS": "120",
+            "AWS_ACCESS_KEY_ID": "AKIA",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
+            "AWS_PROFILE": "not-read-here",
+            "HOME": "/root",
+        }
+    )
+    assert (settings.artifact_url, settings.result_delivery, settings.result_link_seconds) == (
+        "s3://reports/prod",
+        "redirect",
+        120,
+    )
+    assert dict(settings.aws_env) == {
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"REPORTGEN_ARTIFACT_URL": "https://bucket/prefix"}, "REPORTGEN_ARTIFACT_URL: not a valid URL"),
+        ({"REPORTGEN_ARTIFACT_URL": "s3:///prefix"}, "REPORTGEN_ARTIFACT_URL: names no bucket"),
+        ({"REPORTGEN_RESULT_DELIVERY": "redirect"}, "REPORTGEN_RESULT_DELIVERY: redirect needs REPORTGEN_ARTIFACT_URL"),
+        ({"REPORTGEN_RESULT_DELIVERY": "teleport"}, "REPORTGEN_RESULT_DELIVERY: 'teleport' is not one of"),
+        ({"REPORTGEN_RESULT_LINK_SECONDS": "604801"}, "REPORTGEN_RESULT_LINK_SECONDS"),
+    ],
+)
+def test_bad_object_storage_settings_are_refused(env: dict[str, str], line: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env(env)
+    assert any(problem.startswith(line) for problem in exc.value.problems), exc.value.problems

@@ -296,7 +296,12 @@ class JobsController(Controller):
         if services.result_link_lifetime is not None:
             url = await result.link(services.result_link_lifetime)
             if url is not None:  # the store serves the bytes (and the range, which the client sends it again)
-                return Response(None, status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+                return Response(
+                    b"",
+                    status_code=303,
+                    media_type="text/plain",
+                    headers={"Location": url, "Cache-Control": "no-store"},
+                )
         content = result.content() if part is None else result.content(part.start, part.length)
         return Stream(content, status_code=status, headers=headers)
 

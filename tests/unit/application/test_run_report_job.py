@@ -375,3 +375,38 @@ def test_progress_estimate_rises_and_stays_below_100() -> None:
     assert values[-1] < 100
     assert estimate_progress(50, 100) == 52
     assert estimate_progress(500, 100) == 99
+
+
+async def test_artifact_store_down_retries_the_job_and_names_the_store_when_attempts_run_out(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, store: FakeArtifactStore, queue: FakeJobQueue
+) -> None:
+    store.unavailable = True
+    first = await run.execute(job_id)
+    job = db.jobs[job_id]
+    assert first.outcome is Outcome.RETRY
+    assert job.status is JobStatus.QUEUED
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == (
+        ErrorCode.ARTIFACT_STORE_UNAVAILABLE,
+        "The artifact store was unavailable; retrying.",
+    )
+    assert queue.deliveries[-1][1] == 2
+    second = await run.execute(job_id)
+    job = db.jobs[job_id]
+    assert second.outcome is Outcome.FAILED
+    assert job.error is not None
+    assert (job.error.code, job.error.message) == (
+        ErrorCode.RETRIES_EXHAUSTED,
+        "The artifact store was unavailable in all 2 attempts.",
+    )
+
+
+async def test_the_artifact_is_labelled_with_the_jobs_media_type_and_file_name(
+    run: RunReportJob, job_id: UUID, db: FakeDatabase, store: FakeArtifactStore
+) -> None:
+    await run.execute(job_id)
+    job = db.jobs[job_id]
+    assert job.artifact is not None
+    label = store.labels[job.artifact.key]
+    assert label is not None
+    assert (label.media_type, label.filename) == (job.content_type, job.filename)
