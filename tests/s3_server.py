@@ -75,7 +75,7 @@ def s3_server(log_dir: Path) -> Iterator[S3Server]:
     endpoint = f"http://127.0.0.1:{port}"
     moto = Path(sys.executable).with_name("moto_server")
     log = (log_dir / "moto.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - the venv's own moto_server
+    process = subprocess.Popen(
         [str(moto), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -30,6 +30,11 @@ async def read_all(store: ObjectStoreArtifactStore, key: str, offset: int = 0, l
     return b"".join([chunk async for chunk in store.read(key, offset, length)])
 
 
+async def write(store: ObjectStoreArtifactStore, key: str, content: bytes) -> None:
+    async with store.create(key) as sink:
+        await sink.write(content)
+
+
 async def test_a_large_artifact_streams_as_a_multipart_upload_and_reads_back_whole_and_in_ranges(s3: S3Server) -> None:
     bucket = s3.bucket()
     store = store_for(s3, bucket, read_chunk_bytes=3 << 20)
@@ -71,10 +76,14 @@ async def test_an_empty_artifact_is_published(s3: S3Server) -> None:
 async def test_a_failed_write_publishes_nothing_and_aborts_its_multipart_upload(s3: S3Server) -> None:
     bucket = s3.bucket()
     store = store_for(s3, bucket)
-    with pytest.raises(RuntimeError, match="query failed"):
+
+    async def fail_midway() -> None:
         async with store.create("job-4/attempt-1.csv") as sink:
             await sink.write(os.urandom(11 << 20))  # two parts uploaded already
             raise RuntimeError("query failed")
+
+    with pytest.raises(RuntimeError, match="query failed"):
+        await fail_midway()
     assert s3.keys(bucket) == []
     assert s3.uploads(bucket) == []
     assert not await store.exists("job-4/attempt-1.csv")
@@ -155,8 +164,7 @@ async def test_an_unreachable_store_is_unavailable_not_missing(caplog: pytest.Lo
     with pytest.raises(ArtifactStoreUnavailable):
         await read_all(store, "job-9/attempt-1.csv")
     with pytest.raises(ArtifactStoreUnavailable):
-        async with store.create("job-9/attempt-1.csv") as sink:
-            await sink.write(b"x")
+        await write(store, "job-9/attempt-1.csv", b"x")
     assert "artifact store error on job-9/attempt-1.csv" in caplog.text
     assert "Debug source" not in caplog.text
 
