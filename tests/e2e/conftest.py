@@ -23,6 +23,7 @@ import redis
 
 from infrastructure.logs import FLUSH_AFTER_SECONDS
 from tests.loopback import free_port
+from tests.s3_server import S3Server, s3_server
 from tests.services import DATABASE_URL, REDIS_URL, require
 
 E2E_REDIS_DB = 13
@@ -246,3 +247,10 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Deployment, Process]]:
         yield deployment, process
     finally:
         deployment.stop_all()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on loopback, shared by the session's tests (each takes a bucket)."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

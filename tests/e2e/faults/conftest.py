@@ -366,8 +366,9 @@ class FaultDeployment(Deployment):
 
     # processes
 
-    def spawn(self, name: str, *args: str, **env: str) -> Process:
-        """Start `reportgen <args>` in a session of its own (so its children can be cleaned up with it)."""
+    def spawn(self, name: str, *args: str, cwd: Path | None = None, **env: str) -> Process:
+        """Start `reportgen <args>` in a session of its own (so its children can be cleaned up with it), in `cwd`
+        (the test's directory by default)."""
         log = self.tmp / f"{name}.log"
         with log.open("wb") as handle:
             popen = subprocess.Popen(
@@ -375,7 +376,7 @@ class FaultDeployment(Deployment):
                 env=self.env | env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                cwd=self.tmp,
+                cwd=cwd or self.tmp,
                 start_new_session=True,
             )
         process = Process(name, popen, log)
