@@ -366,9 +366,12 @@ class FaultDeployment(Deployment):
 
     # processes
 
-    def spawn(self, name: str, *args: str, cwd: Path | None = None, **env: str) -> Process:
-        """Start `reportgen <args>` in a session of its own (so its children can be cleaned up with it), in `cwd`
-        (the test's directory by default)."""
+    def spawn(self, name: str, *args: str, **env: str) -> Process:
+        """Start `reportgen <args>` in a session of its own (so its children can be cleaned up with it)."""
+        return self.spawn_in(self.tmp, name, *args, **env)
+
+    def spawn_in(self, cwd: Path, name: str, *args: str, **env: str) -> Process:
+        """`spawn` in the working directory `cwd` (a host of its own)."""
         log = self.tmp / f"{name}.log"
         with log.open("wb") as handle:
             popen = subprocess.Popen(
@@ -376,7 +379,7 @@ class FaultDeployment(Deployment):
                 env=self.env | env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                cwd=cwd or self.tmp,
+                cwd=cwd,
                 start_new_session=True,
             )
         process = Process(name, popen, log)

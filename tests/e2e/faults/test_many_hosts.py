@@ -60,7 +60,7 @@ class Host:
 
 def start_api(faults: FaultDeployment, host: Host, port: int, **env: str) -> Process:
     args = ("serve", "--port", str(port), "--workers", "1")
-    return faults.spawn(f"api-{host.root.name}", *args, cwd=host.root, **host.env, **env)
+    return faults.spawn_in(host.root, f"api-{host.root.name}", *args, **host.env, **env)
 
 
 def wait_ready(base_url: str, timeout: float = 30) -> None:
@@ -89,7 +89,7 @@ def test_replicas_on_separate_hosts_share_only_the_object_store(faults: FaultDep
     start_api(faults, hosts["api-a"], faults.port)
     start_api(faults, hosts["api-b"], port_b, REPORTGEN_RESULT_DELIVERY="redirect")
     for name in ("worker-1", "worker-2"):
-        faults.spawn(name, "worker", cwd=hosts[name].root, **hosts[name].env)
+        faults.spawn_in(hosts[name].root, name, "worker", **hosts[name].env)
     url_a, url_b = faults.base_url, f"http://127.0.0.1:{port_b}"
     wait_ready(url_a)
     wait_ready(url_b)
