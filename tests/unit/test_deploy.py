@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure.object_store import AWS_VARIABLES
 from settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
@@ -104,6 +105,7 @@ def test_the_worker_template_differs_from_the_worker_only_in_its_metrics_port() 
 def test_the_example_environment_names_only_real_settings_and_loads() -> None:
     variables = env_example()
     known = {f"REPORTGEN_{name}" for name in re.findall(r'reader\.\w+\(\s*"([A-Z_]+)"', SETTINGS_SOURCE.read_text())}
+    known |= AWS_VARIABLES  # the object store's, read as the AWS SDKs read them
     active = {
         line.split("=", 1)[0]: line.split("=", 1)[1]
         for line in (DEPLOY / "reportgen.env.example").read_text().splitlines()
