@@ -28,6 +28,7 @@ from bench.joblist import run_joblist
 from bench.load import require_wrk
 from bench.logscan import scan
 from bench.noise import BUDGET, machine_cpu, set_budget
+from bench.object_store import run_object_store
 from bench.pipeline import run_pipeline
 from bench.stack import PG_URL, ROOT, Stack
 from bench.wait import run_wait
@@ -83,6 +84,11 @@ async def measure_all(options: Options, stack: Stack, results: dict[str, Any]) -
             results["joblist"] = await run_joblist(stack, fixtures, db)
         if "wait" in options.parts:
             results["wait"] = await run_wait(stack, fixtures, db)
+        if "objectstore" in options.parts:
+            jobs = options.pipeline_jobs // 2
+            results["objectstore"] = await run_object_store(
+                stack, db, fixtures.small_report, jobs, options.artifact_bytes
+            )
     finally:
         await db.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-PARTS = ("generate", "status", "pipeline", "bigreport", "joblist", "wait")
+PARTS = ("generate", "status", "pipeline", "bigreport", "joblist", "wait", "objectstore")
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Options:
     api_workers: int
     pipeline_jobs: int
     big_rows: tuple[int, ...]
+    artifact_bytes: int
+    """Size of the large artifact of the object-store part (1 GiB; quick: 64 MiB)."""
     """Row counts of the big report, smallest first: memory must stay flat from the first to the last."""
     worker_during_load: bool
     """Keep `reportgen worker` running during the HTTP load (for both apps); stopped by default."""
@@ -82,6 +84,7 @@ def parse(argv: list[str] | None = None) -> Options:
         api_workers=args.workers,
         pipeline_jobs=300 if quick else 2000,
         big_rows=(10_000, 100_000) if quick else (100_000, 1_000_000),
+        artifact_bytes=(64 if quick else 1024) << 20,
         worker_during_load=bool(args.worker_during_load),
         noise_budget=args.noise_budget if args.noise_budget is not None else 20 if quick else 120,
         service_env=service_env,

@@ -297,12 +297,53 @@ def noise_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def object_store_rows(store: dict[str, Any]) -> list[Row]:
+    local, s3 = store["large_local"], store["large_s3"]
+    size = f"{local['bytes'] / (1 << 30):.2f} GiB" if local["bytes"] >= 1 << 30 else f"{local['bytes'] >> 20} MiB"
+    jobs_s3, jobs_local = store["jobs_s3"], store["jobs_local"]
+    return [
+        row(
+            f"object store: {size} artifact written (S3 multipart via obstore to moto), MiB/s",
+            f"{s3['write_mib_per_second']:.0f}",
+            f"local dir {local['write_mib_per_second']:.0f}",
+            times(s3["write_mib_per_second"] / local["write_mib_per_second"]),
+        ),
+        row(
+            f"object store: {size} artifact read back (4 MiB ranged GETs), MiB/s",
+            f"{s3['read_mib_per_second']:.0f}",
+            f"local dir {local['read_mib_per_second']:.0f}",
+            times(s3["read_mib_per_second"] / local["read_mib_per_second"]),
+        ),
+        row(
+            "object store: peak RSS of the writing and reading process, MB (before: after imports)",
+            f"{s3['peak_rss_mb_after_read']:.0f} (before {s3['rss_mb_before']:.0f})",
+            f"local dir {local['peak_rss_mb_after_read']:.0f} (before {local['rss_mb_before']:.0f})",
+        ),
+        row(
+            "object store: moto server CPU for the large artifact, s / its peak RSS, MB",
+            f"{s3['server_cpu_seconds']:.1f} / {store['server_peak_rss_mb']:.0f}",
+        ),
+        row(
+            f"object store: small jobs through one worker, jobs/s ({jobs_s3['jobs']:,} jobs)",
+            f"{jobs_s3['jobs_per_second']:.0f}",
+            f"local dir {jobs_local['jobs_per_second']:.0f}",
+            times(jobs_s3["jobs_per_second"] / jobs_local["jobs_per_second"]),
+        ),
+        row(
+            "object store: worker CPU per small job, ms (+ moto's per job)",
+            f"{jobs_s3['worker_cpu_ms_per_job']:.2f} (+ {jobs_s3['server_cpu_ms_per_job']:.2f})",
+            f"local dir {jobs_local['worker_cpu_ms_per_job']:.2f}",
+        ),
+    ]
+
+
 def build(results: dict[str, Any]) -> list[Row]:
     rows = http_rows(results["http"]) if "http" in results else []
     rows += pipeline_rows(results["pipeline"]) if "pipeline" in results else []
     rows += big_rows(results["bigreport"]) if "bigreport" in results else []
     rows += joblist_rows(results["joblist"]) if "joblist" in results else []
     rows += wait_rows(results["wait"]) if "wait" in results else []
+    rows += object_store_rows(results["objectstore"]) if "objectstore" in results else []
     return rows + log_rows(results.get("logs", {})) + noise_rows(results)
 
 
