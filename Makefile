@@ -56,8 +56,8 @@ migrate: $(STAMP) ## apply migrations to REPORTGEN_DATABASE_URL
 run-api: $(STAMP) ## production API (needs REPORTGEN_DATABASE_URL, REPORTGEN_REDIS_URL, a JWT key)
 	@$(BIN)/reportgen serve
 
-run-worker: $(STAMP) ## production worker through the arq CLI
-	@$(BIN)/arq bootstrap.worker.WorkerSettings
+run-worker: $(STAMP) ## production worker (needs the same variables as run-api)
+	@$(BIN)/reportgen worker
 
 bench: $(STAMP) ## benchmarks (see README)
 	@$(BIN)/python -m bench

@@ -30,6 +30,7 @@ from bench.logscan import scan
 from bench.noise import BUDGET, machine_cpu, set_budget
 from bench.object_store import run_object_store
 from bench.pipeline import run_pipeline
+from bench.scaling import run_scaling
 from bench.stack import PG_URL, ROOT, Stack
 from bench.wait import run_wait
 
@@ -84,6 +85,8 @@ async def measure_all(options: Options, stack: Stack, results: dict[str, Any]) -
             results["joblist"] = await run_joblist(stack, fixtures, db)
         if "wait" in options.parts:
             results["wait"] = await run_wait(stack, fixtures, db)
+        if "scaling" in options.parts:
+            results["scaling"] = await run_scaling(stack, fixtures, db, options.pipeline_jobs)
         if "objectstore" in options.parts:
             jobs = options.pipeline_jobs // 2
             results["objectstore"] = await run_object_store(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-PARTS = ("generate", "status", "pipeline", "bigreport", "joblist", "wait", "objectstore")
+PARTS = ("generate", "status", "pipeline", "bigreport", "joblist", "wait", "objectstore", "scaling")
 
 
 @dataclass(frozen=True)

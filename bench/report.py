@@ -297,6 +297,40 @@ def noise_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def scaling_rows(scaling: dict[str, Any]) -> list[Row]:
+    streams = scaling["streams"]
+    one = streams[0]["jobs_per_second"]
+    rows = []
+    for run in streams:
+        services = ", ".join(f"{name} {pct:.0f}" for name, pct in run["services_cpu_percent"].items())
+        workers = " + ".join(f"{pct:.0f}" for pct in run["worker_cpu_percent"])
+        rows.append(
+            row(
+                f"scaling: {run['jobs']:,} small jobs, {run['workers']} worker(s), jobs/s (CPU %: workers {workers}; "
+                f"{services})",
+                f"{run['jobs_per_second']:.0f}",
+                f"1 worker {one:.0f}",
+                times(run["jobs_per_second"] / one),
+                ok=None if run["not_succeeded"] == 0 else False,
+            )
+        )
+    for case in scaling["large"]:
+        alone, beside = case["alone"], case["beside_large"]
+        rows.append(
+            row(
+                f"scaling: small jobs' queue wait beside a {case['large_seconds']:.0f} s report, {case['workers']} "
+                f"worker(s), ms p50 / p95 (to result p95)",
+                f"{beside['queue_wait_ms_p50']:.0f} / {beside['queue_wait_ms_p95']:.0f} "
+                f"({beside['to_result_ms_p95']:.0f})",
+                f"alone {alone['queue_wait_ms_p50']:.0f} / {alone['queue_wait_ms_p95']:.0f} "
+                f"({alone['to_result_ms_p95']:.0f})",
+                target="large ran throughout",
+                ok=case["large_ran_throughout"] and case["large_status"] == "Succeeded",
+            )
+        )
+    return rows
+
+
 def object_store_rows(store: dict[str, Any]) -> list[Row]:
     local, s3 = store["large_local"], store["large_s3"]
     size = f"{local['bytes'] / (1 << 30):.2f} GiB" if local["bytes"] >= 1 << 30 else f"{local['bytes'] >> 20} MiB"
@@ -343,6 +377,7 @@ def build(results: dict[str, Any]) -> list[Row]:
     rows += big_rows(results["bigreport"]) if "bigreport" in results else []
     rows += joblist_rows(results["joblist"]) if "joblist" in results else []
     rows += wait_rows(results["wait"]) if "wait" in results else []
+    rows += scaling_rows(results["scaling"]) if "scaling" in results else []
     rows += object_store_rows(results["objectstore"]) if "objectstore" in results else []
     return rows + log_rows(results.get("logs", {})) + noise_rows(results)
 

@@ -98,14 +98,14 @@ class Stack:
         await wait_http(f"{self.floor_url}/ready", proc)
         return proc
 
-    async def start_worker(self, bare: bool = False) -> Proc:
-        """`reportgen worker`, or the bare arq no-op worker; returns once it polls its queue."""
+    async def start_worker(self, bare: bool = False, name: str = "worker") -> Proc:
+        """`reportgen worker` (named `name`), or the bare arq no-op worker; returns once it polls its queue."""
         queue = NOOP_QUEUE if bare else QUEUE_NAME
         await self.redis.delete(queue + HEALTH_SUFFIX)
         if bare:
             proc = self._start("noop-worker", str(BIN / "python"), "-m", "bench.noop_worker")
         else:
-            proc = self._start("worker", str(BIN / "reportgen"), "worker")
+            proc = self._start(name, str(BIN / "reportgen"), "worker")
         deadline = time.monotonic() + 60
         while not await self.redis.exists(queue + HEALTH_SUFFIX):
             if not proc.alive() or time.monotonic() > deadline:

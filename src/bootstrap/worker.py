@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arq.worker import run_worker
+from arq.worker import get_kwargs
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
@@ -20,6 +20,7 @@ from bootstrap.metrics import use_single_process_metrics
 from bootstrap.reporting import PrivilegedReports, guard_reports
 from bootstrap.web import log_format, secrets_of
 from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
+from infrastructure.arq.worker import ReportWorker
 from infrastructure.logs import configure_logging
 from infrastructure.periodic import run_periodically
 from settings import Settings, SettingsError
@@ -117,7 +118,8 @@ def run(settings: Settings) -> None:
     systemd units restart on failure).
     """
     try:
-        run_worker(worker_settings(settings))
+        options: dict[str, Any] = dict(get_kwargs(worker_settings(settings)))
+        ReportWorker(**options).run()
     except (RedisError, OSError) as exc:
         log.warning("worker lost Redis (%s); starting afresh in %.0f s", exc, RESTART_DELAY_SECONDS)
         time.sleep(RESTART_DELAY_SECONDS)

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.worker import Retry, Worker
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import Connection as RedisConnection
 from structlog.contextvars import get_contextvars
 
@@ -29,6 +30,7 @@ from infrastructure.arq.jobs import (
     worker_options,
 )
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
+from infrastructure.arq.worker import ReportWorker
 from tests.services import REDIS_URL, require
 
 pytestmark = pytest.mark.integration
@@ -430,3 +432,39 @@ async def test_a_worker_runs_the_reconciler_at_startup(redis: ArqRedis) -> None:
 
     assert reconciled  # at once, without waiting for a tick
     assert worker.jobs_failed == 0
+
+
+async def test_a_worker_skips_in_one_round_trip_the_jobs_other_workers_run_and_starts_the_rest(
+    redis: ArqRedis, queue: ArqJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [uuid4() for _ in range(8)]
+    for job_id in ids:
+        await queue.enqueue(job_id, attempt=1)
+    taken_elsewhere = {f"{job_id}:1" for job_id in ids[:5]}
+    for arq_id in taken_elsewhere:  # as another worker marks the jobs it runs
+        await redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")
+    watched: list[str] = []
+    watch = Pipeline.watch
+
+    async def recording_watch(self: Pipeline, *names: Any) -> Any:
+        watched.extend(str(name) for name in names)
+        return await watch(self, *names)
+
+    monkeypatch.setattr(Pipeline, "watch", recording_watch)
+    handler = StubHandler(block=True)
+    options = worker_options(max_jobs=4, job_timeout_seconds=10, max_tries=5, queue_name=QUEUE)
+    del options["cron_jobs"]
+    worker = ReportWorker(**options, redis_pool=redis, handle_signals=False, ctx={RUN_REPORT_JOB: handler})
+    try:
+        await worker.start_jobs(await redis.zrangebyscore(QUEUE, min=float("-inf"), max=float("inf")))
+        async with asyncio.timeout(5):
+            while len(handler.runs) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        for task in worker.tasks.values():
+            task.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    assert sorted(handler.runs) == sorted(ids[5:]), "the three free jobs start, none of the others'"
+    assert sorted(watched) == sorted(in_progress_key_prefix + f"{job_id}:1" for job_id in ids[5:]), (
+        "arq's own check ran for the free jobs only: no round trips on the jobs other workers run"
+    )
