@@ -30,10 +30,10 @@ upgrade-deps: $(UV) ## refresh uv.lock to the newest versions pyproject.toml all
 	@$(UV) lock --upgrade && $(MAKE) lint test
 
 fmt: $(STAMP) ## format and autofix
-	@$(BIN)/ruff format src tests && $(BIN)/ruff check --fix src tests
+	@$(BIN)/ruff format src tests deploy && $(BIN)/ruff check --fix src tests deploy
 
 lint: $(STAMP) ## ruff, mypy (strict), import-linter
-	@$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests && $(BIN)/mypy && $(BIN)/lint-imports
+	@$(BIN)/ruff check src tests deploy && $(BIN)/ruff format --check src tests deploy && $(BIN)/mypy && $(BIN)/lint-imports
 
 test: $(STAMP) ## every test: unit, integration (PostgreSQL, Redis, SQLite), end to end
 	@$(BIN)/pytest
