@@ -12,7 +12,7 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install upgrade-deps fmt lint test test-unit test-integration test-e2e run run-api run-worker migrate token bench clean
+.PHONY: help install upgrade-deps fmt lint test test-unit test-integration test-e2e test-container run run-api run-worker migrate token bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -30,10 +30,10 @@ upgrade-deps: $(UV) ## refresh uv.lock to the newest versions pyproject.toml all
 	@$(UV) lock --upgrade && $(MAKE) lint test
 
 fmt: $(STAMP) ## format and autofix
-	@$(BIN)/ruff format src tests && $(BIN)/ruff check --fix src tests
+	@$(BIN)/ruff format src tests deploy && $(BIN)/ruff check --fix src tests deploy
 
 lint: $(STAMP) ## ruff, mypy (strict), import-linter
-	@$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests && $(BIN)/mypy && $(BIN)/lint-imports
+	@$(BIN)/ruff check src tests deploy && $(BIN)/ruff format --check src tests deploy && $(BIN)/mypy && $(BIN)/lint-imports
 
 test: $(STAMP) ## every test: unit, integration (PostgreSQL, Redis, SQLite), end to end
 	@$(BIN)/pytest
@@ -46,6 +46,9 @@ test-integration: $(STAMP) ## adapters against real PostgreSQL, Redis and SQLite
 
 test-e2e: $(STAMP) ## real reportgen processes over HTTP
 	@$(BIN)/pytest tests/e2e
+
+test-container: $(STAMP) ## build the Dockerfile's image with podman and run it against PostgreSQL and Redis (opt-in)
+	@REPORTGEN_CONTAINER_TEST=1 $(BIN)/pytest tests/e2e/test_container_image.py
 
 run: $(STAMP) ## the embedded mode: SQLite under ./var, in-process worker, demo reports
 	@$(BIN)/reportgen serve
