@@ -1,4 +1,5 @@
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from infrastructure.arq.jobs import (
     worker_options,
 )
 from infrastructure.arq.queue import ArqJobQueue, create_redis_pool
-from infrastructure.arq.worker import ReportWorker
+from infrastructure.arq.worker import LONG_JOB_SECONDS, PEER_FRESH_SECONDS, ReportWorker
 from tests.services import REDIS_URL, require
 
 pytestmark = pytest.mark.integration
@@ -468,3 +469,66 @@ async def test_a_worker_skips_in_one_round_trip_the_jobs_other_workers_run_and_s
     assert sorted(watched) == sorted(in_progress_key_prefix + f"{job_id}:1" for job_id in ids[5:]), (
         "arq's own check ran for the free jobs only: no round trips on the jobs other workers run"
     )
+
+
+def balancing_worker(redis: ArqRedis, handler: StubHandler) -> ReportWorker:
+    options = worker_options(max_jobs=4, job_timeout_seconds=10, max_tries=5, queue_name=QUEUE)
+    del options["cron_jobs"]
+    return ReportWorker(**options, redis_pool=redis, handle_signals=False, ctx={RUN_REPORT_JOB: handler})
+
+
+async def running_for(worker: ReportWorker, seconds: float) -> None:
+    """Give the worker a running job that started `seconds` ago."""
+    task = asyncio.create_task(asyncio.Event().wait())
+    worker.tasks[f"{uuid4()}:1"] = task
+    await worker.start_jobs([])  # records the start of the task it now runs
+    for job_id in worker.tasks:
+        worker._started[job_id] = time.monotonic() - seconds
+
+
+async def test_a_worker_running_a_long_job_leaves_new_jobs_to_a_free_worker(redis: ArqRedis) -> None:
+    busy, free = balancing_worker(redis, StubHandler()), balancing_worker(redis, StubHandler())
+    await running_for(busy, LONG_JOB_SECONDS + 1)
+    try:
+        await free.balance(time.monotonic())
+        await busy.balance(time.monotonic())
+        assert (busy.allow_pick_jobs, busy.leaving_jobs_to_others) == (False, True)
+        await free.balance(time.monotonic())
+        assert free.allow_pick_jobs, "a worker without a long job keeps picking"
+
+        await running_for(free, LONG_JOB_SECONDS + 1)  # now both run a long job: both pick, nobody else would
+        await free.balance(time.monotonic())
+        await busy.balance(time.monotonic())
+        assert busy.allow_pick_jobs
+        assert free.allow_pick_jobs
+    finally:
+        for worker in (busy, free):
+            for task in worker.tasks.values():
+                task.cancel()
+
+
+async def test_a_short_job_or_a_silent_peer_never_stops_a_worker_picking(redis: ArqRedis) -> None:
+    worker, peer = balancing_worker(redis, StubHandler()), balancing_worker(redis, StubHandler())
+    await running_for(worker, LONG_JOB_SECONDS / 2)
+    try:
+        await peer.balance(time.monotonic())
+        await worker.balance(time.monotonic())
+        assert worker.allow_pick_jobs, "a job that has not run long yet keeps its worker picking"
+        await running_for(worker, LONG_JOB_SECONDS + 1)
+        stale = f"{time.time() - PEER_FRESH_SECONDS - 1:.3f} 0"
+        await redis.hset(f"{QUEUE}:workers", peer.worker_id, stale)  # type: ignore[misc]  # the peer went quiet
+        await worker.balance(time.monotonic())
+        assert worker.allow_pick_jobs, "a peer that went quiet (killed, stuck) is not counted as free"
+    finally:
+        for task in worker.tasks.values():
+            task.cancel()
+
+
+async def test_balancing_never_resumes_picking_on_a_worker_that_is_stopping(redis: ArqRedis) -> None:
+    worker = balancing_worker(redis, StubHandler())
+    worker.handle_sig_wait_for_completion(signal.SIGTERM)
+    await worker.balance(time.monotonic())
+    assert not worker.allow_pick_jobs
+    await asyncio.sleep(0)
+    for task in worker.tasks.values():
+        task.cancel()
