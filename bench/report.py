@@ -14,6 +14,9 @@ FORMAT_RSS_LIMIT_MB = {"xlsx": 200.0, "parquet": 250.0}
 worker's RSS about 100 MB larger."""
 COPY_RATIO_OF = {"csv": COPY_RATIO, "ndjson": 0.5, "parquet": 0.5}
 """Formats held to a share of COPY's time (issue 10: NDJSON and Parquet at least half of it)."""
+CSV_LARGEST_COPY_RATIO = 0.9
+"""CSV at the largest size (1,000,000 rows) within 0.9x of COPY's time (issue 10: written by COPY itself); at smaller
+sizes the job's fixed costs (queue, claim, fsync) weigh more and COPY_RATIO applies."""
 XLSX_ROWS_PER_SECOND = 100_000
 PAGE_500_RATIO = 1.25
 """Page 500 of a job list costs what page 1 costs (issue 11), within the noise of a few-millisecond request."""
@@ -161,9 +164,11 @@ def big_rows(big: dict[str, Any]) -> list[Row]:
         reference = f"COPY {copy['seconds']:.2f} s, {copy['rows_per_second']:,}/s" if "seconds" in copy else "no psql"
         succeeded = run["status"] == "Succeeded"
         target, ok = "", None
+        largest = run["rows"] == sizes[-1] and len(sizes) > 1
         if fmt in COPY_RATIO_OF:
-            target = f">= {COPY_RATIO_OF[fmt]:.2f}x COPY"
-            ok = ratio is not None and ratio >= COPY_RATIO_OF[fmt] and succeeded
+            wanted = CSV_LARGEST_COPY_RATIO if fmt == "csv" and largest else COPY_RATIO_OF[fmt]
+            target = f">= {wanted:.2f}x COPY"
+            ok = ratio is not None and ratio >= wanted and succeeded
         elif fmt == "xlsx":
             target = f">= {XLSX_ROWS_PER_SECOND:,} rows/s"
             ok = run["rows_per_second"] >= XLSX_ROWS_PER_SECOND and succeeded
@@ -173,7 +178,6 @@ def big_rows(big: dict[str, Any]) -> list[Row]:
         limit = FORMAT_RSS_LIMIT_MB.get(fmt, RSS_LIMIT_MB)
         peak, first = run["worker_peak_rss_mb"], _peak(runs, sizes[0], run["format"])
         growth = peak / first - 1 if first else 0.0
-        largest = run["rows"] == sizes[-1] and len(sizes) > 1
         rows.append(
             row(
                 f"{label} worker peak RSS MB",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -303,14 +303,27 @@ class ArtifactStore(Protocol):
 Row = Sequence[object]
 
 
+EncodedWrite = Callable[[bytes, int], Awaitable[None]]
+"""Takes the next bytes of a report in its output format, and how many rows they hold (for the job's progress)."""
+
+
 class RowStream(Protocol):
-    """The result of a running report query: column names, an optional row estimate, and rows in batches."""
+    """The result of a report query: column names, an optional row estimate (known at the latest once the first rows
+    are read), and rows, read once: in batches, or in an encoder's bytes."""
 
     columns: Sequence[str]
     estimated_rows: int | None
 
     @abstractmethod
     def batches(self) -> AsyncIterator[Sequence[Row]]: ...
+
+    async def encode(self, encoder: RowEncoder, write: EncodedWrite) -> None:
+        """Hand every row to `write` as `encoder.encode` writes it (after `encoder.begin(columns)`), in chunks, each
+        with the number of rows it holds. Here each batch through the encoder; a source whose database can write
+        exactly those bytes itself (PostgreSQL's COPY, for a big CSV report) may have it do so instead, having
+        decided before the query runs. Raises what `batches` raises."""
+        async for batch in self.batches():
+            await write(encoder.encode(batch), len(batch))
 
 
 class ReportDataSource(Protocol):

@@ -222,11 +222,15 @@ class RunReportJob:
                 self._source.run(job.query, job.bindings(), self._policy.timeout_seconds) as rows,
                 self._artifacts.create(job.artifact_key(), ArtifactLabel(job.content_type, job.filename)) as sink,
             ):
-                await sink.write(encoder.begin(rows.columns))
-                async for batch in rows.batches():
-                    await sink.write(encoder.encode(batch))
-                    rows_written += len(batch)
+
+                async def write(data: bytes, rows_in_data: int) -> None:
+                    nonlocal rows_written
+                    await sink.write(data)
+                    rows_written += rows_in_data
                     job.report_progress(estimate_progress(rows_written, rows.estimated_rows))
+
+                await sink.write(encoder.begin(rows.columns))
+                await rows.encode(encoder, write)
                 async for chunk in encoder.end():
                     await sink.write(chunk)
         finally:

@@ -206,7 +206,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
         admission = PostgresJobAdmission(engine, transactional=admission)
         ledger = PublishingJobLedger(PostgresJobLedger(engine), events)
         reader = PostgresJobReader(engine)
-    source = SqlReportDataSource(reporting)
+    source = SqlReportDataSource(reporting, copy_csv=True)  # PostgreSQL only: SQLite keeps the row path
     encoders = encoders_for(encoders=installed_encoders(pdf_max_rows=settings.pdf_max_rows))
     run = RunReportJob(ledger, source, artifacts, encoders, queue, clock, _policy(settings))
     callbacks = CallbackPolicy.of(settings.webhook_allowed_hosts, enabled=bool(settings.webhook_secret))

@@ -151,6 +151,11 @@ class CsvEncoder(RowEncoder):
         self._width = 0
         self._escape = context is not None and context.csv_formula_escape
 
+    @property
+    def escapes_formulas(self) -> bool:
+        """Whether the report's `csvFormulaEscape` is on."""
+        return self._escape
+
     def begin(self, columns: Sequence[str]) -> bytes:
         self._width = len(columns)
         self._writer.writerow(list(map(formula_escaped, columns)) if self._escape else columns)

@@ -42,7 +42,8 @@ async def run(
 ) -> tuple[Sequence[str], int | None, list[Sequence[Row]]]:
     source = SqlReportDataSource(engine, batch_size=batch_size)
     async with source.run(query, bindings, limit_seconds) as rows:
-        return rows.columns, rows.estimated_rows, [batch async for batch in rows.batches()]
+        batches = [batch async for batch in rows.batches()]
+        return rows.columns, rows.estimated_rows, batches  # the estimate is known once the first rows are read
 
 
 async def stream(

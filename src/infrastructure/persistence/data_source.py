@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 
-from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
-from application.ports import ReportDataSource, Row, RowStream
+from application.errors import ReportQueryFailed, StorageUnavailable
+from application.ports import EncodedWrite, ReportDataSource, Row, RowEncoder, RowStream
 from domain.reports import Binding, ParameterType, ParamValue
+from infrastructure.persistence.csv_copy import COPY_MIN_ROWS, copy_csv, copy_query
 from infrastructure.persistence.driver import DriverStatement, driver_connection
 from infrastructure.persistence.engine import close_quietly, milliseconds
-from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors
+from infrastructure.persistence.query_guards import SqliteGuard, estimate_from_plan, query_errors, streamed_too_long
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,14 @@ class PrefetchingRowStream(RowStream):
 
     async def _next(self) -> Sequence[Row]:
         if asyncio.get_running_loop().time() >= self._deadline:  # the consumer took the time (a fetch done already)
-            raise _streamed_too_long()
+            raise streamed_too_long()
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._fetch())
         try:
             async with asyncio.timeout_at(self._deadline):
                 batch = await self._pending  # cancelling this await cancels the fetch too; close() then waits for it
         except TimeoutError:
-            raise _streamed_too_long() from None
+            raise streamed_too_long() from None
         self._pending = None
         if batch:
             self._pending = asyncio.ensure_future(self._fetch())
@@ -97,19 +98,90 @@ class PrefetchingRowStream(RowStream):
             self._pending = None
 
 
-def _streamed_too_long() -> ReportTimedOut:
-    return ReportTimedOut("the report ran past its time limit while its rows were streamed")
+class PostgresRowStream(PrefetchingRowStream):
+    """A report query on PostgreSQL, described (parsed, not run) before anything reads it: its columns and their
+    types are known, and it runs once, when the rows are read, in one of two ways:
+
+    - `batches` (and `encode` otherwise): a cursor of the described statement, 1,000 rows a FETCH; the plan's row
+      estimate is asked for only when the first batch is full (a first short batch is the exact count).
+    - `encode` of a big CSV report whose columns COPY writes as the encoder does (csv_copy.copy_query): the plan's
+      estimate first (EXPLAIN, without running it), then, at `copy_min_rows` or more, COPY of the query, whose bytes
+      are written as they arrive and their rows counted for the progress. `copied` says which way it ran.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        statement: Any,
+        compiled: tuple[str, list[object]],
+        deadline: float,
+        *,
+        batch_size: int,
+        copy_min_rows: int | None,
+    ) -> None:
+        attributes = statement.get_attributes()
+        super().__init__([a.name for a in attributes], None, _until_short(self._fetch_batch, batch_size), deadline)
+        self._conn = conn
+        self._statement = statement
+        self._sql, self._args = compiled
+        self._types = [a.type.oid for a in attributes]
+        self._batch_size = batch_size
+        self._copy_min_rows = copy_min_rows
+        self._cursor: Any = None
+        self.copied = False
+
+    async def encode(self, encoder: RowEncoder, write: EncodedWrite) -> None:
+        query = self._copy_query(encoder)
+        if query is not None:
+            with query_errors():
+                self.estimated_rows = await estimate_from_plan(self._conn, self._sql, self._args)
+            if (self.estimated_rows or 0) >= (self._copy_min_rows or 0):
+                self.copied = True
+                await self._copy(query, write)
+                return
+        await super().encode(encoder, write)
+
+    def _copy_query(self, encoder: RowEncoder) -> str | None:
+        if self._copy_min_rows is None:
+            return None
+        date_style = str(getattr(self._conn.get_settings(), "DateStyle", ""))
+        return copy_query(encoder, self._sql, self._args, self._types, date_style)
+
+    async def _copy(self, query: str, write: EncodedWrite) -> None:
+        """COPY's statement_timeout counts from its start, a little after the transaction's: the deadline is kept on
+        this side too, as the cursor's is."""
+        with query_errors():
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    await copy_csv(self._conn, query, write)
+            except TimeoutError:
+                raise streamed_too_long() from None
+
+    async def _fetch_batch(self) -> Sequence[Row]:
+        if self._cursor is not None:
+            return list(map(tuple, await self._cursor.fetch(self._batch_size)))
+        self._cursor = await self._statement.cursor(*self._args)
+        first = await self._cursor.fetch(self._batch_size)
+        if self.estimated_rows is None:
+            full = len(first) == self._batch_size
+            self.estimated_rows = await estimate_from_plan(self._conn, self._sql, self._args) if full else len(first)
+        return list(map(tuple, first))
 
 
 class SqlReportDataSource(ReportDataSource):
     """Runs each report query on its own pooled connection, in a read-only transaction with a time limit, and
-    streams the rows: through a cursor of asyncpg's own on PostgreSQL, through SQLAlchemy on SQLite."""
+    streams the rows: through a cursor of asyncpg's own on PostgreSQL, through SQLAlchemy on SQLite. With `copy_csv`,
+    a big CSV report on PostgreSQL is written by COPY where its bytes are the CSV encoder's (PostgresRowStream)."""
 
     # Larger batches measured slower: their rows live long enough to reach the older garbage-collector generations,
     # and full collections (which walk the whole heap) follow.
-    def __init__(self, engine: AsyncEngine, batch_size: int = 1000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, batch_size: int = 1000, *, copy_csv: bool = False, copy_min_rows: int = COPY_MIN_ROWS
+    ) -> None:
         self._engine = engine
         self._batch_size = batch_size
+        self._copy_csv = copy_csv
+        self._copy_min_rows = copy_min_rows
         self._postgres = engine.dialect.name == "postgresql"
 
     def run(
@@ -124,14 +196,15 @@ class SqlReportDataSource(ReportDataSource):
         self, query: str, bindings: Sequence[Binding], timeout_seconds: float
     ) -> AsyncIterator[RowStream]:
         """On the driver connection (see driver.py): a small report costs four round trips (the transaction and
-        its time limit, the cursor, its first batch, the rollback) and none of SQLAlchemy's execution layer.
+        its time limit, the cursor, its first batch, the rollback) and none of SQLAlchemy's execution layer. The query
+        is described first (asyncpg's statement cache holds it: no round trip after a report's first job), and runs
+        once, when its rows are read (see PostgresRowStream).
 
-        The plan's row estimate is asked for only when a first full batch says more rows follow; a first short
-        batch is the exact count. A connection whose report failed or was cancelled is discarded, not reused.
+        A connection whose report failed or was cancelled is discarded, not reused.
         """
         deadline = asyncio.get_running_loop().time() + timeout_seconds
         with query_errors():
-            sql, args = _positional(self._engine.dialect, query, bindings)
+            compiled = _positional(self._engine.dialect, query, bindings)
         done = False
         try:
             async with driver_connection(self._engine) as conn:
@@ -139,17 +212,13 @@ class SqlReportDataSource(ReportDataSource):
                     await conn.execute(
                         f"BEGIN READ ONLY; SET LOCAL statement_timeout = {milliseconds(timeout_seconds)}"
                     )
-                    cursor = await conn.cursor(sql, *args)  # asyncpg's statement cache: parsed once per connection
-                    first = await cursor.fetch(self._batch_size)
-                    columns = list(first[0].keys()) if first else await _column_names(conn, sql)
-                    full = len(first) == self._batch_size
-                    estimated = await estimate_from_plan(conn, sql, args) if full else len(first)
-                batches: list[Sequence[Row]] = [list(map(tuple, first))]
-
-                async def fetch_batch() -> Sequence[Row]:
-                    return batches.pop() if batches else list(map(tuple, await cursor.fetch(self._batch_size)))
-
-                stream = PrefetchingRowStream(columns, estimated, _until_short(fetch_batch, self._batch_size), deadline)
+                    statement = await _described(conn, compiled[0])
+                # COPY takes no parameters: their values are written into its text in place of each `$n`, which
+                # a `$` of the query's own would confuse.
+                copy_min_rows = self._copy_min_rows if self._copy_csv and "$" not in query else None
+                stream = PostgresRowStream(
+                    conn, statement, compiled, deadline, batch_size=self._batch_size, copy_min_rows=copy_min_rows
+                )
                 try:
                     yield stream
                 finally:
@@ -213,9 +282,14 @@ async def _end_report_session(conn: Any) -> None:
         raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
 
 
-async def _column_names(conn: Any, sql: str) -> list[str]:
-    """The columns of a query that returned no rows (a row names them otherwise): one more round trip."""
-    return [attribute.name for attribute in (await conn.prepare(sql)).get_attributes()]
+async def _described(conn: Any, sql: str) -> Any:
+    """The query parsed and described by PostgreSQL (its result columns and their types), not run.
+
+    asyncpg's private `_prepare(..., use_cache=True)`: the public `Connection.prepare` always parses the query again
+    (one more round trip for every report) and leaves a statement to close (another, later), where this one takes the
+    connection's cached statement, the same one `Connection.cursor(sql)` would take. What is used of the statement is
+    public: `get_attributes`, `explain`, `cursor`."""
+    return await conn._prepare(sql, use_cache=True)  # a private call: see the docstring
 
 
 @asynccontextmanager

@@ -30,13 +30,22 @@ _SQLITE_PROGRESS_STEPS = 1_000  # SQLite VM instructions between two looks at th
 
 
 async def estimate_from_plan(conn: Any, sql: str, args: Sequence[object]) -> int | None:
-    """PostgreSQL's own guess of a query's row count, from its plan (EXPLAIN plans the query, it does not run it),
-    on an asyncpg connection."""
+    """PostgreSQL's own guess of a query's row count, from its plan (EXPLAIN without ANALYZE plans the query, it does
+    not run it), on an asyncpg connection.
+
+    Not asyncpg's `PreparedStatement.explain`: it decodes the plan with `json.loads`, after SQLAlchemy's asyncpg
+    dialect (whose pool the connection is from) has already decoded the `json` column, and fails."""
     plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
     try:
         return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
     except (TypeError, LookupError, ValueError):
         return None
+
+
+def streamed_too_long() -> ReportTimedOut:
+    """The report's deadline passed while its rows were on their way (PostgreSQL's statement_timeout applies afresh
+    to each FETCH of a cursor, so the deadline is also kept on this side)."""
+    return ReportTimedOut("the report ran past its time limit while its rows were streamed")
 
 
 class SqliteGuard:
