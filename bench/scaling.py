@@ -27,8 +27,8 @@ from infrastructure.arq.worker import LONG_JOB_SECONDS
 WORKER_COUNTS = (1, 2, 4)
 STREAM_RATE = 40
 """Small jobs per second in the large-report case: well under one worker's capacity, so a wait is contention."""
-LARGE_ROWS = 8_000_000
-STREAM_SECONDS = 8.0
+LARGE_ROWS = 12_000_000
+STREAM_SECONDS = 6.0
 
 
 def services_cpu() -> dict[str, float]:
