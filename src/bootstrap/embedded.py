@@ -55,7 +55,7 @@ def banner(settings: Settings, base_url: str, token: str | None, report_id: str)
             "",
             f"reportgen is running in embedded mode at {base_url}",
             f"  database: {settings.effective_database_url}",
-            f"  artifacts: {settings.artifact_dir.resolve()}",
+            f"  artifacts: {settings.artifact_url or settings.artifact_dir.resolve()}",
             f"  API docs: {base_url}/schema    metrics: {base_url}/metrics",
             "",
             *get_token,
