@@ -134,8 +134,6 @@ class Container:
     async def aclose(self) -> None:
         if isinstance(self.queue, InProcessJobQueue):
             await self.queue.stop(grace_seconds=self.settings.shutdown_grace_seconds)
-        if self.remote_signals is not None:
-            await self.remote_signals.flush()
         if self.redis is not None:
             await self.redis.aclose()
         if isinstance(self.webhook_sender, HttpWebhookSender):

@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Back-off of the listener after it lost Redis: the first try is quick, then at most every 5 s."""
-GATHER_SECONDS = 0.005
-"""How long a finished job waits for others to be announced with it in one message: a busy worker finishes several
-jobs in that time, and a message costs it about as much as the rest of a small job's round trips."""
 
 
 def job_events_channel(queue_name: str) -> str:
@@ -102,52 +99,19 @@ class RedisJobSignals:
     """Finished jobs announced on a Redis channel (`publish`, a subscriber of committed transitions, in any process)
     and heard by `listen` (a task of each API process), which wakes the local waiters."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        channel: str,
-        local: LocalJobSignals | None = None,
-        *,
-        gather_seconds: float = GATHER_SECONDS,
-    ) -> None:
+    def __init__(self, redis: Redis, channel: str, local: LocalJobSignals | None = None) -> None:
         self._redis = redis
         self.channel = channel
         self._local = local
-        self._gather_seconds = gather_seconds
-        self._finished: list[UUID] = []
-        self._sending: asyncio.Task[None] | None = None
 
     async def publish(self, transitions: Sequence[JobTransition]) -> None:
-        """Announce the jobs that finished (called after their commit): within `gather_seconds`, in one message with
-        the others that finish meanwhile. Returns at once; `flush` waits until all are sent."""
         job_ids = finished_job_ids(transitions)
         if not job_ids:
             return
-        self._finished.extend(job_ids)
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send_soon(), name="announce-finished-jobs")
-
-    async def flush(self) -> None:
-        """Wait until every finished job announced so far is sent (before the Redis client is closed)."""
-        while self._sending is not None:
-            await asyncio.shield(self._sending)
-
-    async def _send_soon(self) -> None:
-        try:
-            await asyncio.sleep(self._gather_seconds)
-            while self._finished:  # those that finished during a send go at once in the next
-                job_ids, self._finished = self._finished, []
-                await self._send(job_ids)
-        finally:
-            self._sending = None
-
-    async def _send(self, job_ids: list[UUID]) -> None:
         try:
             await self._redis.publish(self.channel, " ".join(str(job_id) for job_id in job_ids))
         except (RedisError, OSError) as exc:  # waiters then answer at their deadline, no later
             log.warning("could not announce finished jobs", extra={"jobs": len(job_ids), "error": repr(exc)})
-        except Exception:  # a bug: the next announcements must still go
-            log.exception("could not announce finished jobs", extra={"jobs": len(job_ids)})
 
     async def listen(self, url: str) -> None:
         """Until cancelled: subscribe and pass on each message; after losing Redis, back off, subscribe again and

@@ -86,25 +86,3 @@ async def test_a_listener_that_lost_redis_subscribes_again_and_wakes_every_waite
         await RedisJobSignals(redis, channel).publish([transition(job_id, JobStatus.RUNNING, JobStatus.FAILED)])
         async with asyncio.timeout(2):
             assert await watch.changed()
-
-
-async def test_jobs_that_finish_together_are_announced_in_one_message_after_their_commits(redis: Redis) -> None:
-    channel = f"reportgen:test-signals:{uuid4()}"
-    publisher = RedisJobSignals(redis, channel, gather_seconds=0.05)
-    first, second, later = uuid4(), uuid4(), uuid4()
-    async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-        await pubsub.subscribe(channel)
-        await publisher.publish([transition(first, JobStatus.RUNNING, JobStatus.SUCCEEDED)])
-        await publisher.publish([transition(uuid4(), JobStatus.QUEUED, JobStatus.RUNNING)])  # not finished: not sent
-        await publisher.publish([transition(second, JobStatus.RUNNING, JobStatus.FAILED)])
-        await publisher.flush()
-        await publisher.publish([transition(later, JobStatus.RUNNING, JobStatus.CANCELLED)])
-        await publisher.flush()
-        messages: list[str] = []
-        async with asyncio.timeout(2):
-            while len(messages) < 2:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    messages.append(message["data"].decode())
-
-    assert messages == [f"{first} {second}", str(later)]
