@@ -19,7 +19,7 @@ from bootstrap.container import WEBHOOK_INTERVAL_SECONDS, build_container, job_t
 from bootstrap.metrics import use_single_process_metrics
 from bootstrap.reporting import PrivilegedReports, guard_reports
 from bootstrap.web import log_format, secrets_of
-from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, worker_options
+from infrastructure.arq.jobs import RECONCILE, RUN_REPORT_JOB, SWEEP, drop_arq_report_job_lines, worker_options
 from infrastructure.arq.worker import ReportWorker
 from infrastructure.logs import configure_logging
 from infrastructure.periodic import run_periodically
@@ -59,6 +59,7 @@ def worker_settings(settings: Settings) -> type:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(fmt=log_format(settings), level=settings.log_level, secrets=secrets_of(settings))
+        drop_arq_report_job_lines()
         use_single_process_metrics()
         container = build_container(settings)
         ctx["container"] = container

@@ -25,6 +25,7 @@ from infrastructure.arq.jobs import (
     SWEEP,
     CronFields,
     cron_fields,
+    drop_arq_report_job_lines,
     reconcile_jobs,
     run_report_job,
     sweep_artifacts,
@@ -283,6 +284,21 @@ async def test_worker_delivers_the_job_id_to_the_handler(queue: ArqJobQueue, red
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
     assert await queued_ids(redis) == []
     assert await arq_keys(redis, f"{job_id}:2") == []  # no result kept: the id is free again
+
+
+async def test_arq_writes_no_start_and_end_lines_of_report_jobs(
+    queue: ArqJobQueue, redis: ArqRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    drop_arq_report_job_lines()
+    job_id = uuid4()
+    await queue.enqueue(job_id)
+    caplog.set_level("INFO", logger="arq.worker")
+    worker = await run_burst_worker(redis, {RUN_REPORT_JOB: StubHandler()})
+
+    arq_lines = [record.getMessage() for record in caplog.records if record.name == "arq.worker"]
+    assert worker.jobs_complete == 1
+    assert any(line.startswith("Starting worker") for line in arq_lines)  # arq still writes its other lines
+    assert not [line for line in arq_lines if str(job_id) in line]  # the use case writes a job's start and end
 
 
 async def test_abort_of_a_running_attempt_cancels_it_in_the_worker(queue: ArqJobQueue, redis: ArqRedis) -> None:

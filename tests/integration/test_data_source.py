@@ -162,19 +162,15 @@ async def test_a_small_postgresql_report_is_one_message_for_its_transaction_and_
         await engine.dispose()
 
     # A cursor's own messages are not logged: what is logged is every statement besides the report's query. The
-    # transaction ends with the reset of what a report could leave on the session, then the look for prepared
-    # statements that a reset cannot drop.
-    assert [statement.split(";")[0] for statement in small_sent] == [
-        "BEGIN READ ONLY",
-        "ROLLBACK",
-        FOREIGN_PREPARED_STATEMENTS,
-    ]
+    # transaction ends with one message: the reset of what a report could leave on the session, and last the look
+    # for prepared statements that a reset cannot drop.
+    assert [statement.split(";")[0] for statement in small_sent] == ["BEGIN READ ONLY", "ROLLBACK"]
+    assert small_sent[1].endswith(FOREIGN_PREPARED_STATEMENTS)
     assert small[1] == 3  # a first short batch is the exact count
     assert [statement.split()[0] for statement in sent[len(small_sent) :]] == [
         "BEGIN",
         "EXPLAIN",
         "ROLLBACK;",
-        "SELECT",
     ]
     assert big[1] == 25
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -63,6 +64,31 @@ async def sweep_artifacts(ctx: dict[str, Any]) -> object:
 
 
 WORKER_FUNCTIONS = [run_report_job]
+
+# arq's own lines as it starts a job and as the job ends (arq.worker.Worker.run_job), with the job's
+# `<arq id>:<function>` as second argument.
+_ARQ_JOB_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})
+
+
+class _WithoutReportJobLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (
+            record.msg in _ARQ_JOB_LINES
+            and isinstance(args, tuple)
+            and len(args) > 1
+            and str(args[1]).endswith(f":{run_report_job.__name__}")
+        )
+
+
+_WITHOUT_REPORT_JOB_LINES = _WithoutReportJobLines()
+
+
+def drop_arq_report_job_lines() -> None:
+    """Leave out arq's start and end lines of report jobs: the use case writes a line for each with more in it (the
+    report, the attempt, the outcome, the duration), and a line costs a job about as much as a round trip. arq's other
+    lines (its retries and aborts, the cron jobs' runs, start-up, health) stay."""
+    logging.getLogger("arq.worker").addFilter(_WITHOUT_REPORT_JOB_LINES)  # the same filter is added once only
 
 
 class CronFields(NamedTuple):

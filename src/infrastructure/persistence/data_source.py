@@ -267,18 +267,20 @@ class SqlReportDataSource(ReportDataSource):
 
 # Ends the report's transaction and undoes what can outlive it: advisory locks taken at session level, cursors held
 # open, LISTEN, session settings, temporary objects. asyncpg's own cached statements stay (they are the service's).
-_END_REPORT_SESSION = (
-    "ROLLBACK; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES"
-)
 # Prepared statements are the one thing that cannot be dropped selectively: one the report made (SQL PREPARE) gets
-# its connection discarded.
-FOREIGN_PREPARED_STATEMENTS = r"SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE '\_\_asyncpg\_%'"
+# its connection discarded. The look for them ends the same script, so the whole end is one round trip: a simple
+# query answers with the status of its last statement, `SELECT 0` when the report left none.
+FOREIGN_PREPARED_STATEMENTS = r"SELECT FROM pg_prepared_statements WHERE name NOT LIKE '\_\_asyncpg\_%' LIMIT 1"
+_END_REPORT_SESSION = (
+    "ROLLBACK; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; "
+    + FOREIGN_PREPARED_STATEMENTS
+)
+_NO_FOREIGN_PREPARED_STATEMENTS = "SELECT 0"
 
 
 async def _end_report_session(conn: Any) -> None:
     """Give the connection back to the pool as a new one would be: nothing a report did outlives it."""
-    await conn.execute(_END_REPORT_SESSION)
-    if await conn.fetchval(FOREIGN_PREPARED_STATEMENTS):
+    if await conn.execute(_END_REPORT_SESSION) != _NO_FOREIGN_PREPARED_STATEMENTS:
         raise StorageUnavailable("a report left prepared statements on its connection; the connection is discarded")
 
 
