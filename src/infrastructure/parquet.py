@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +33,10 @@ COMPRESSION = "zstd"
 """zstd rather than snappy: files noticeably smaller (report files are downloaded, often more than once) for about
 the same CPU at its default level, and every current Parquet reader (Arrow, DuckDB, Polars, Spark 3.2+) reads it."""
 
+DICTIONARY_SHARE = 0.5
+"""Text columns whose first row group repeats values (fewer distinct values than this share of its rows) are
+dictionary-encoded; other columns are not: building a dictionary for unique values costs CPU and, under zstd, makes
+the file larger (bench/README.md has the figures)."""
 _MAX_DIGITS = 38  # what decimal128 holds
 _NONE_TYPE = type(None)
 _CONVERSION_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
@@ -248,20 +253,27 @@ class ParquetEncoder(RowEncoder):
 
     def _write(self, rows: Sequence[Row]) -> None:
         """Write `rows` as one row group (the first one sets the column types and opens the file)."""
-        columns: list[Values] = list(zip(*rows, strict=True)) if rows else [() for _ in self._names]
+        columns: list[Values] = [list(map(itemgetter(index), rows)) for index in range(len(self._names))]
         if self._writer is None:
-            self._open([_column_kind(values) for values in columns])
+            self._open([_column_kind(values) for values in columns], columns)
         if rows:
             arrays = [self._array(index, values) for index, values in enumerate(columns)]
             table = pa.Table.from_arrays(arrays, schema=self._schema)
             self._writer.write_table(table, row_group_size=len(rows))
             self._rows_written += len(rows)
 
-    def _open(self, kinds: list[_Kind]) -> None:
+    def _open(self, kinds: list[_Kind], first: list[Values]) -> None:
         self._kinds = kinds
         fields = [pa.field(name, kind.arrow) for name, kind in zip(self._names, kinds, strict=True)]
         self._schema = pa.schema(fields, metadata=self._metadata)
-        self._writer = pq.ParquetWriter(self._sink, self._schema, compression=COMPRESSION)
+        repeated = [
+            name
+            for name, kind, values in zip(self._names, kinds, first, strict=True)
+            if kind.arrow == pa.string() and len(set(kind.convert(values))) < DICTIONARY_SHARE * max(len(values), 1)
+        ]
+        self._writer = pq.ParquetWriter(
+            self._sink, self._schema, compression=COMPRESSION, use_dictionary=repeated or False
+        )
 
     def _array(self, index: int, values: Values) -> Any:
         """One column of a row group as an Arrow array of its column's type, or ReportOutputFailed."""

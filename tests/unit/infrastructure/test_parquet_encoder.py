@@ -364,3 +364,16 @@ async def test_memory_stays_about_one_row_group_however_many_rows_are_streamed(t
     assert arrow_bytes < whole_result / 4
     metadata = pq.ParquetFile(tmp_path / "out.parquet").metadata
     assert (metadata.num_rows, metadata.num_row_groups) == (rows, rows // row_group_rows)
+
+
+async def test_only_text_columns_that_repeat_values_are_dictionary_encoded() -> None:
+    rows = [(f"region-{n % 4}", f"unique-{n}", n % 4) for n in range(1000)]
+
+    data = await write_parquet(["region", "label", "bucket"], rows)
+
+    chunk = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    encodings = {chunk.column(i).path_in_schema: set(chunk.column(i).encodings) for i in range(3)}
+    assert any("DICTIONARY" in encoding for encoding in encodings["region"]), encodings
+    assert not any("DICTIONARY" in encoding for encoding in encodings["label"]), encodings
+    assert not any("DICTIONARY" in encoding for encoding in encodings["bucket"]), encodings
+    assert read(data).column("region").to_pylist() == [row[0] for row in rows]
