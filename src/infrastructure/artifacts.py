@@ -8,6 +8,7 @@ import hashlib
 import os
 import tempfile
 import time
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
@@ -24,51 +25,30 @@ _TMP_SUFFIX = ".part"
 _BAD_SEGMENTS = frozenset({"", ".", ".."})
 
 
-class _FileSink(ArtifactSink):
-    """Buffers writes in memory and hands them to a thread in large blocks, hashing them there too.
+class BufferedSink(ArtifactSink):
+    """A sink that gathers writes into blocks of at least `block_bytes` and hands each on (`_hand_on`), hashing every
+    byte on the way: `size` and `sha256` are those of everything written, handed on yet or still buffered."""
 
-    The temporary file is opened by the first block's thread: an artifact that fits in the buffer (most do) is
-    opened, written, synced and published in one thread call (`finish`), not three.
-    """
-
-    def __init__(self, open_temp: Callable[[], tuple[BinaryIO, Path]], flush_bytes: int) -> None:
-        self._open_temp = open_temp
-        self._file: BinaryIO | None = None
-        self._temp: Path | None = None
-        self._flush_bytes = flush_bytes
+    def __init__(self, block_bytes: int) -> None:
+        self._block_bytes = block_bytes
         self._buffer = bytearray()
         self._hash = hashlib.sha256()
         self._size = 0
-        self.published: Path | None = None
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         self._size += len(chunk)
-        if len(self._buffer) >= self._flush_bytes:
-            block, self._buffer = self._buffer, bytearray()
-            await _to_thread_to_the_end(self._write_block, block)
+        if len(self._buffer) >= self._block_bytes:
+            await self._hand_on(self._take())
 
-    def _write_block(self, block: bytearray) -> BinaryIO:
-        if self._file is None:
-            self._file, self._temp = self._open_temp()
-        self._hash.update(block)  # hashlib releases the GIL for large blocks
-        self._file.write(block)
-        return self._file
+    @abstractmethod
+    async def _hand_on(self, block: bytearray) -> None:
+        """Hash `block` into `_hash` and pass it on to where the artifact is written."""
 
-    def finish(self, publish: Callable[[BinaryIO, Path, Path], None], path: Path) -> None:
-        """In a thread: write what is buffered, then publish the file at `path`."""
+    def _take(self) -> bytearray:
+        """What is buffered, which the caller now hands on."""
         block, self._buffer = self._buffer, bytearray()
-        file = self._write_block(block)
-        assert self._temp is not None  # noqa: S101 - set with the file
-        publish(file, self._temp, path)
-        self.published = path
-
-    def discard(self) -> None:
-        """In a thread: close and delete the temporary file, if there is one."""
-        if self._file is not None:
-            self._file.close()
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
+        return block
 
     @property
     def size(self) -> int:
@@ -79,6 +59,45 @@ class _FileSink(ArtifactSink):
         digest = self._hash.copy()
         digest.update(self._buffer)
         return digest.hexdigest()
+
+
+class _FileSink(BufferedSink):
+    """Buffers writes in memory and hands them to a thread in large blocks, hashing them there too.
+
+    The temporary file is opened by the first block's thread: an artifact that fits in the buffer (most do) is
+    opened, written, synced and published in one thread call (`finish`), not three.
+    """
+
+    def __init__(self, open_temp: Callable[[], tuple[BinaryIO, Path]], flush_bytes: int) -> None:
+        super().__init__(flush_bytes)
+        self._open_temp = open_temp
+        self._file: BinaryIO | None = None
+        self._temp: Path | None = None
+        self.published: Path | None = None
+
+    async def _hand_on(self, block: bytearray) -> None:
+        await _to_thread_to_the_end(self._write_block, block)
+
+    def _write_block(self, block: bytearray) -> BinaryIO:
+        if self._file is None:
+            self._file, self._temp = self._open_temp()
+        self._hash.update(block)  # hashlib releases the GIL for large blocks
+        self._file.write(block)
+        return self._file
+
+    def finish(self, publish: Callable[[BinaryIO, Path, Path], None], path: Path) -> None:
+        """In a thread: write what is buffered, then publish the file at `path`."""
+        file = self._write_block(self._take())
+        assert self._temp is not None  # noqa: S101 - set with the file
+        publish(file, self._temp, path)
+        self.published = path
+
+    def discard(self) -> None:
+        """In a thread: close and delete the temporary file, if there is one."""
+        if self._file is not None:
+            self._file.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
 
 
 async def _to_thread_to_the_end(function: Callable[..., object], *args: object) -> None:

@@ -13,7 +13,6 @@ whatever the client's pace, and a slow client holds at most one chunk in memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -27,6 +26,7 @@ from obstore.store import S3Store
 
 from application.errors import ArtifactMissing, ArtifactStoreUnavailable
 from application.ports import ArtifactLabel, ArtifactSink, ArtifactStore
+from infrastructure.artifacts import BufferedSink
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile
@@ -83,38 +83,24 @@ def s3_store(url: str, env: Mapping[str, str]) -> S3Store:
     return S3Store(parts.netloc, prefix=prefix, config=config, client_options=options, retry_config=RETRY_CONFIG)
 
 
-class _ObjectSink(ArtifactSink):
+class _ObjectSink(BufferedSink):
     """Hashes what is written and hands it to the upload in blocks of HASH_BYTES."""
 
     def __init__(self, upload: AsyncWritableFile, key: str) -> None:
+        super().__init__(HASH_BYTES)
         self._upload = upload
         self._key = key
-        self._buffer = bytearray()
-        self._hash = hashlib.sha256()
-        self._size = 0
-
-    async def write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        self._size += len(chunk)
-        if len(self._buffer) >= HASH_BYTES:
-            await self.flush()
 
     async def flush(self) -> None:
-        block, self._buffer = bytes(self._buffer), bytearray()
+        """Hand on what is buffered (the last block, shorter than the others)."""
+        block = self._take()
         if block:
-            await asyncio.to_thread(self._hash.update, block)  # hashlib releases the GIL for large blocks
-            with _unavailable_on_store_errors(self._key):
-                await self._upload.write(block)
+            await self._hand_on(block)
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def sha256(self) -> str:
-        digest = self._hash.copy()
-        digest.update(self._buffer)
-        return digest.hexdigest()
+    async def _hand_on(self, block: bytearray) -> None:
+        await asyncio.to_thread(self._hash.update, block)  # hashlib releases the GIL for large blocks
+        with _unavailable_on_store_errors(self._key):
+            await self._upload.write(bytes(block))
 
 
 class ObjectStoreArtifactStore(ArtifactStore):
