@@ -87,4 +87,3 @@ def _peak_rss_mb(s3: S3Server) -> float:
     status = Path(f"/proc/{s3.process.pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
     return round(int(line.split()[1]) / 1024, 1)
-

@@ -55,7 +55,7 @@ def stop_workers(stack: Stack, workers: list[Proc]) -> None:
         stack.stop(worker.name)
 
 
-async def stream(stack: Stack, db: asyncpg.Connection, report: str, count: int, workers: list[Proc]) -> dict[str, Any]:
+async def stream(db: asyncpg.Connection, report: str, count: int, workers: list[Proc]) -> dict[str, Any]:
     """`count` small jobs enqueued at once; jobs/s until the last one finished, and everyone's CPU meanwhile."""
     redis = ArqRedis.from_url(REDIS_URL)
     try:
@@ -157,8 +157,8 @@ async def run_scaling(stack: Stack, fixtures: Fixtures, db: asyncpg.Connection, 
         print(f"bench: scaling, {count} worker(s), {jobs:,} jobs ...", flush=True)  # noqa: T201
         workers = await start_workers(stack, count)
         try:
-            await stream(stack, db, fixtures.small_report, 20 * count, workers)  # warm-up
-            results["streams"].append(await stream(stack, db, fixtures.small_report, jobs, workers))
+            await stream(db, fixtures.small_report, 20 * count, workers)  # warm-up
+            results["streams"].append(await stream(db, fixtures.small_report, jobs, workers))
         finally:
             stop_workers(stack, workers)
     for count in (1, 2):
