@@ -117,20 +117,42 @@ _KNOWN_TYPES = frozenset((*_BY_TYPE, Decimal))
 
 
 def _decimal_kind(values: Values) -> _Kind:
-    """numeric(38, s) with s the largest scale among the values; text if some value needs more than 38 digits.
+    """numeric(38, s) with s the largest scale among the values; text if some value needs more than 38 digits."""
+    precision, scale = _one_exponent_digits(values) or _inferred_digits(values)
+    if precision > _MAX_DIGITS:
+        return _TEXT
+    arrow = pa.decimal128(_MAX_DIGITS, scale)
+    return _kind(f"numeric({_MAX_DIGITS},{scale})", arrow, Decimal, repair=_finite_decimals)
 
-    Arrow's own inference finds the scale and precision the values need, in C."""
+
+def _inferred_digits(values: Values) -> tuple[int, int]:
+    """The precision and scale that the values need, found by Arrow's own inference (in C, but it takes each value
+    apart into a tuple: about 1 µs a value)."""
     try:
         needed = pa.array(values).type
     except _CONVERSION_ERRORS:  # NaN or infinities among them
         needed = pa.array(_finite_decimals(values)).type
     if not pa.types.is_decimal(needed):  # only NaN and infinities: the null type
-        needed = pa.decimal128(1, 0)
-    if needed.precision > _MAX_DIGITS:
-        return _TEXT
-    scale = needed.scale
-    arrow = pa.decimal128(_MAX_DIGITS, scale)
-    return _kind(f"numeric({_MAX_DIGITS},{scale})", arrow, Decimal, repair=_finite_decimals)
+        return 1, 0
+    return needed.precision, needed.scale
+
+
+def _one_exponent_digits(values: Values) -> tuple[int, int] | None:
+    """What `_inferred_digits` finds, when every value has the same exponent (finite values of one scale, as a
+    numeric(p, s) column or `round(x, s)` gives); None otherwise. About 20 times faster: a comparison and an
+    `adjusted()` a value, in C.
+
+    With one exponent `e`, the scale is `max(-e, 0)` and a value's digits before the point are
+    `max(adjusted() + 1, 0)`: the precision is the most of those plus the scale, as Arrow counts it
+    (`test_parquet_encoder` checks that both agree)."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    first = present[0]
+    if not first.is_finite() or not all(map(first.same_quantum, present)):  # NaN and infinities never match
+        return None
+    scale = max(-int(first.as_tuple().exponent), 0)
+    return max(max(map(Decimal.adjusted, present)) + 1, 0) + scale, scale
 
 
 def _column_kind(values: Values) -> _Kind:

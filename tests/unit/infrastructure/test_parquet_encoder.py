@@ -1,5 +1,6 @@
 import io
 import math
+import random
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -17,7 +18,7 @@ from asyncpg.pgproto import pgproto  # type: ignore[import-untyped]
 from application.errors import ReportOutputFailed
 from application.ports import RenderContext, Row
 from domain.jobs import ErrorCode
-from infrastructure.parquet import ParquetEncoder
+from infrastructure.parquet import ParquetEncoder, _inferred_digits, _one_exponent_digits
 
 GENERATED_AT = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 CONTEXT = RenderContext(title="Ventes d'été 2025", parameters={}, generated_at=GENERATED_AT)
@@ -74,6 +75,47 @@ async def test_decimals_keep_exact_values_at_the_largest_scale_of_the_first_row_
         "1000.00",
         None,
     ]
+
+
+def decimals_of_one_exponent(seed: int) -> Iterator[list[Decimal | None]]:
+    """Columns whose values share one exponent (a numeric(p, s) column's), of 0 to 40 digits, NULLs among them."""
+    generator = random.Random(seed)
+    for _ in range(3_000):
+        exponent = generator.randint(-40, 10)
+        column: list[Decimal | None] = [None]
+        for _ in range(generator.randint(1, 5)):
+            digits = generator.randint(0, 40)
+            coefficient = generator.randint(0, 10**digits)
+            column.append(Decimal((generator.randint(0, 1), tuple(map(int, str(coefficient))), exponent)))
+        yield column
+
+
+def test_decimals_of_one_exponent_get_the_precision_and_scale_that_arrows_inference_gives() -> None:
+    edges: list[list[Decimal | None]] = [
+        [Decimal("0")],
+        [Decimal("-0.00"), Decimal("0.00")],
+        [Decimal("1E+5"), Decimal("7E+5")],
+        [Decimal("0.001")],
+        [Decimal("9" * 38)],
+        [Decimal("9" * 39)],
+        [Decimal("0." + "9" * 38)],
+    ]
+    compared = 0
+    for column in [*edges, *decimals_of_one_exponent(seed=12)]:
+        fast = _one_exponent_digits(column)
+        assert fast is not None
+        inferred = _inferred_digits(column)
+        if fast[0] <= 38 or inferred[0] <= 38:  # above 38 digits, both make a text column
+            assert fast == inferred, column
+            compared += 1
+    assert compared > 1_000
+
+
+def test_decimals_of_several_exponents_or_not_finite_are_left_to_arrows_inference() -> None:
+    assert _one_exponent_digits([Decimal("1.5"), Decimal("2.50")]) is None
+    assert _one_exponent_digits([Decimal("1.5"), Decimal("NaN")]) is None
+    assert _one_exponent_digits([Decimal("Infinity"), Decimal("Infinity")]) is None
+    assert _one_exponent_digits([None, None]) is None
 
 
 async def test_decimals_that_need_more_than_38_digits_make_a_text_column() -> None:
