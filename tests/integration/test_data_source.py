@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.errors import ReportQueryFailed, ReportTimedOut, StorageUnavailable
 from application.ports import Row
 from domain.reports import Binding, ParameterType
-from infrastructure.persistence.data_source import FOREIGN_PREPARED_STATEMENTS, SqlReportDataSource, bind_parameters
+from infrastructure.persistence.data_source import (
+    FOREIGN_PREPARED_STATEMENTS,
+    UNREADABLE_VALUE,
+    SqlReportDataSource,
+    bind_parameters,
+)
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.query_guards import WRITE_ATTEMPT
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -275,6 +280,24 @@ async def test_division_by_zero_half_way_fails_the_query(pg_engine: AsyncEngine)
         "a value could not be processed; check the parameters you sent (SQLSTATE 22012, class 22)"
     )
     assert received == [100]
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [("'0044-03-15 BC'::date", "ordinal must be >= 1"), ("'12000-01-01'::timestamptz", "date value out of range")],
+)
+async def test_a_date_outside_pythons_years_fails_the_query_saying_what_to_cast(
+    pg_engine: AsyncEngine, value: str, detail: str
+) -> None:
+    query = f"SELECT n, CASE WHEN n = 1500 THEN {value} END AS moment FROM generate_series(1, 2000) AS n"
+    received: list[int] = []
+
+    with pytest.raises(ReportQueryFailed) as caught:
+        await stream(received, pg_engine, query, limit_seconds=10)
+
+    assert caught.value.message == UNREADABLE_VALUE
+    assert caught.value.detail == detail
+    assert sum(received) == 1400, "the batches before the one that holds it were streamed"
 
 
 async def test_a_postgresql_query_past_its_time_limit_times_out(pg_engine: AsyncEngine) -> None:

@@ -53,6 +53,13 @@ Fetch = Callable[[], Awaitable[Sequence[Row]]]
 """Fetches the next batch of a running query; an empty batch means the rows are exhausted."""
 
 
+UNREADABLE_VALUE = (
+    "a value of the result has no equivalent here: most likely a date or timestamp before the year 1 or after 9999 "
+    "(Python's range); cast such a column to text in the query"
+)
+"""The message of a report whose rows hold a value the driver cannot turn into a Python one."""
+
+
 class PrefetchingRowStream(RowStream):
     """Rows in batches, the next one always being fetched while the consumer encodes and writes the current one:
     the database (or SQLite's thread) produces rows on the other core instead of waiting for each request.
@@ -158,10 +165,13 @@ class PostgresRowStream(PrefetchingRowStream):
                 raise streamed_too_long() from None
 
     async def _fetch_batch(self) -> Sequence[Row]:
-        if self._cursor is not None:
-            return list(map(tuple, await self._cursor.fetch(self._batch_size)))
-        self._cursor = await self._statement.cursor(*self._args)
-        first = await self._cursor.fetch(self._batch_size)
+        try:
+            if self._cursor is not None:
+                return list(map(tuple, await self._cursor.fetch(self._batch_size)))
+            self._cursor = await self._statement.cursor(*self._args)
+            first = await self._cursor.fetch(self._batch_size)
+        except (ValueError, OverflowError) as exc:  # asyncpg could not make a Python value of one it received
+            raise ReportQueryFailed(UNREADABLE_VALUE, detail=str(exc)) from None
         if self.estimated_rows is None:
             full = len(first) == self._batch_size
             self.estimated_rows = await estimate_from_plan(self._conn, self._sql, self._args) if full else len(first)
