@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bootstrap.cli import main
@@ -34,3 +38,22 @@ def test_a_reporting_role_on_sqlite_is_refused_in_one_line(
         "reportgen: invalid configuration: --reporting-role: PostgreSQL only"
         " (on SQLite a report reads the whole file)\n"
     )
+
+
+def test_output_into_a_pipe_whose_reader_left_ends_without_a_traceback() -> None:
+    """`reportgen token ... | head -0`: the reader is gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bootstrap.cli", "token", "--sub", "alice"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=os.environ | {"REPORTGEN_JWT_SECRET": "s" * 64},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == b""
