@@ -10,6 +10,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
@@ -165,17 +166,24 @@ class PostgresRowStream(PrefetchingRowStream):
                 raise streamed_too_long() from None
 
     async def _fetch_batch(self) -> Sequence[Row]:
-        try:
-            if self._cursor is not None:
-                return list(map(tuple, await self._cursor.fetch(self._batch_size)))
-            self._cursor = await self._statement.cursor(*self._args)
-            first = await self._cursor.fetch(self._batch_size)
-        except (ValueError, OverflowError) as exc:  # asyncpg could not make a Python value of one it received
-            raise ReportQueryFailed(UNREADABLE_VALUE, detail=str(exc)) from None
+        if self._cursor is not None:
+            return list(map(tuple, await self._fetch_records()))
+        self._cursor = await self._statement.cursor(*self._args)
+        first = await self._fetch_records()
         if self.estimated_rows is None:
             full = len(first) == self._batch_size
             self.estimated_rows = await estimate_from_plan(self._conn, self._sql, self._args) if full else len(first)
         return list(map(tuple, first))
+
+    async def _fetch_records(self) -> list[Any]:
+        assert self._cursor is not None  # noqa: S101 - opened by the first batch
+        try:
+            records: list[Any] = await self._cursor.fetch(self._batch_size)
+        except asyncpg.InterfaceError:  # the driver's own errors (its DataError is a ValueError too): as they are
+            raise
+        except (ValueError, OverflowError) as exc:  # asyncpg could not make a Python value of one it received
+            raise ReportQueryFailed(UNREADABLE_VALUE, detail=str(exc)) from None
+        return records
 
 
 class SqlReportDataSource(ReportDataSource):
