@@ -178,20 +178,28 @@ class LineHandler(logging.StreamHandler[TextIO]):
 ACCESS_LINE_SAFE_FIELDS = frozenset({"event", "route", "status", "duration_ms"})
 """Access-line fields that the server sets itself (the route is a template of ours): no secret can be in them.
 Every other field passes the Redactor, like any line."""
+ACCESS_LINE_REPEATING_FIELDS = frozenset({"method", "user_id"})
+"""Access-line fields whose values repeat from request to request (a few methods; the users of a service): the
+redacted form of each text is remembered, a bounded number of them, rather than worked out again for every line.
+(The request id is new on every line: remembering it would only push the others out.)"""
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
 
 
-@lru_cache(maxsize=2)
-def _second_text(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+_second_text: tuple[int, str] = (-1, "")
+"""The last second that `utc_timestamp` formatted, and its text (one tuple, replaced whole: threads may share it)."""
 
 
 def utc_timestamp() -> str:
     """Now, as structlog's `TimeStamper(fmt="iso", utc=True)` writes it (`2026-01-02T03:04:05.123456Z`); the
     date and time of day are formatted once per second."""
+    global _second_text
     now = time.time()
     second = int(now)
-    return f"{_second_text(second)}.{int((now - second) * 1_000_000):06d}Z"
+    known, text = _second_text
+    if known != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_text = (second, text)
+    return f"{text}.{int((now - second) * 1_000_000):06d}Z"
 
 
 class JsonAccessLog:
@@ -203,12 +211,14 @@ class JsonAccessLog:
         self._handler = handler
         self._logger = logger
         self._redactor = Redactor(secrets)
+        self._repeating = lru_cache(maxsize=4096)(self._redactor.field)
 
     def __call__(self, line: dict[str, Any]) -> None:
         """Write the line of these fields (the dict becomes the line: the caller hands it over)."""
         for key, value in line.items():
             if key not in ACCESS_LINE_SAFE_FIELDS:
-                line[key] = self._redactor.field(key, value)
+                repeats = key in ACCESS_LINE_REPEATING_FIELDS and value.__class__ is str
+                line[key] = (self._repeating if repeats else self._redactor.field)(key, value)
         line["level"] = "info"
         line["logger"] = self._logger
         line["timestamp"] = utc_timestamp()

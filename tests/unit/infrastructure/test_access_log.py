@@ -122,6 +122,22 @@ def test_caller_controlled_fields_of_the_access_line_are_redacted(
         assert leaked not in stream.getvalue()
 
 
+def test_remembered_redactions_of_repeating_fields_stay_redacted_line_after_line(
+    json_logs: tuple[LineHandler, CountingStream],
+) -> None:
+    handler, stream = json_logs
+    write = JsonAccessLog(handler, logger=ACCESS_LOGGER, secrets=[SECRET])
+    for _ in range(3):
+        write(access_fields(user_id=f"svc-{SECRET}", method="Bearer opaque-value", request_id=JWT))
+        write(access_fields(user_id="alice"))
+
+    lines = lines_of(stream)
+    assert [line["user_id"] for line in lines] == [f"svc-{REDACTED}", "alice"] * 3
+    assert [line["method"] for line in lines[::2]] == [f"Bearer {REDACTED}"] * 3
+    assert [line["request_id"] for line in lines[::2]] == [REDACTED] * 3
+    assert "opaque-value" not in stream.getvalue()
+
+
 def test_fields_left_unredacted_are_set_by_the_server_and_not_named_like_secrets() -> None:
     assert {"event", "route", "status", "duration_ms"} == ACCESS_LINE_SAFE_FIELDS
     assert all(Redactor().field(name, "value") == "value" for name in ACCESS_LINE_SAFE_FIELDS)
