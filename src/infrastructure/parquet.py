@@ -127,7 +127,7 @@ def _decimal_kind(values: Values) -> _Kind:
 
 def _inferred_digits(values: Values) -> tuple[int, int]:
     """The precision and scale that the values need, found by Arrow's own inference (in C, but it takes each value
-    apart into a tuple: about 1 µs a value)."""
+    apart into a tuple; bench/README.md has what that costs)."""
     try:
         needed = pa.array(values).type
     except _CONVERSION_ERRORS:  # NaN or infinities among them
@@ -139,8 +139,8 @@ def _inferred_digits(values: Values) -> tuple[int, int]:
 
 def _one_exponent_digits(values: Values) -> tuple[int, int] | None:
     """What `_inferred_digits` finds, when every value has the same exponent (finite values of one scale, as a
-    numeric(p, s) column or `round(x, s)` gives); None otherwise. About 20 times faster: a comparison and an
-    `adjusted()` a value, in C.
+    numeric(p, s) column or `round(x, s)` gives); None otherwise. Cheaper: a comparison and an `adjusted()` a
+    value, in C.
 
     With one exponent `e`, the scale is `max(-e, 0)` and a value's digits before the point are
     `max(adjusted() + 1, 0)`: the precision is the most of those plus the scale, as Arrow counts it
