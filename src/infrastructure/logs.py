@@ -193,13 +193,12 @@ def utc_timestamp() -> str:
     """Now, as structlog's `TimeStamper(fmt="iso", utc=True)` writes it (`2026-01-02T03:04:05.123456Z`); the
     date and time of day are formatted once per second."""
     global _second_text
-    now = time.time()
-    second = int(now)
+    second, microsecond = divmod(time.time_ns() // 1000, 1_000_000)
     known, text = _second_text
     if known != second:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second_text = (second, text)
-    return f"{text}.{int((now - second) * 1_000_000):06d}Z"
+    return f"{text}.{microsecond:06d}Z"
 
 
 class JsonAccessLog:
@@ -211,14 +210,15 @@ class JsonAccessLog:
         self._handler = handler
         self._logger = logger
         self._redactor = Redactor(secrets)
-        self._repeating = lru_cache(maxsize=4096)(self._redactor.field)
+        self._field = self._redactor.field
+        self._repeating = lru_cache(maxsize=4096)(self._field)
 
     def __call__(self, line: dict[str, Any]) -> None:
         """Write the line of these fields (the dict becomes the line: the caller hands it over)."""
         for key, value in line.items():
             if key not in ACCESS_LINE_SAFE_FIELDS:
-                repeats = key in ACCESS_LINE_REPEATING_FIELDS and value.__class__ is str
-                line[key] = (self._repeating if repeats else self._redactor.field)(key, value)
+                repeats = value.__class__ is str and key in ACCESS_LINE_REPEATING_FIELDS
+                line[key] = (self._repeating if repeats else self._field)(key, value)
         line["level"] = "info"
         line["logger"] = self._logger
         line["timestamp"] = utc_timestamp()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from uuid import UUID
+from uuid import RFC_4122, UUID
 
 import pytest
 import structlog
@@ -14,6 +15,7 @@ from structlog.contextvars import merge_contextvars
 
 from api.app import build_app
 from api.auth import JwtSettings
+from api.middleware import new_request_id
 from application.job_queries import GetJobStatus
 from application.ports import JobPosition, JobReader, JobSelection
 from domain.jobs import JobExecutionLog
@@ -72,6 +74,17 @@ async def test_insane_caller_request_id_is_replaced(client: Client, insane: str)
 
     assert response.headers["x-request-id"] != insane
     assert UUID(response.headers["x-request-id"]).version == 4
+
+
+def test_a_new_request_id_is_the_text_of_the_version_4_uuid_of_the_same_random_bits() -> None:
+    for seed in range(2_000):
+        random.seed(seed)
+        request_id = new_request_id()
+        random.seed(seed)
+        expected = UUID(int=random.getrandbits(128), version=4)
+
+        assert request_id == str(expected)
+        assert (UUID(request_id).version, UUID(request_id).variant) == (4, RFC_4122)
 
 
 async def test_generated_request_ids_differ(client: Client) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from infrastructure.logs import (
     LineHandler,
     Redactor,
     configure_logging,
+    utc_timestamp,
 )
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
@@ -104,6 +106,23 @@ def test_the_access_line_has_every_field_of_the_pipelines_line(json_logs: tuple[
     # isoformat() leaves out a fraction of .000000; the direct line always writes it
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", pipeline["timestamp"])
     assert abs(_seconds(direct["timestamp"]) - _seconds(pipeline["timestamp"])) < 1
+
+
+@pytest.mark.parametrize(
+    ("nanoseconds", "expected"),
+    [
+        (1_767_323_045_123_456_789, "2026-01-02T03:04:05.123456Z"),
+        (1_767_323_045_000_000_999, "2026-01-02T03:04:05.000000Z"),
+        (1_767_323_045_999_999_999, "2026-01-02T03:04:05.999999Z"),
+        (1_767_323_046_000_001_000, "2026-01-02T03:04:06.000001Z"),
+    ],
+)
+def test_the_access_lines_timestamp_is_utc_to_the_microsecond_truncated(
+    monkeypatch: pytest.MonkeyPatch, nanoseconds: int, expected: str
+) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: nanoseconds)
+
+    assert utc_timestamp() == expected
 
 
 def test_caller_controlled_fields_of_the_access_line_are_redacted(
