@@ -12,6 +12,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 from bench.config import Options
+from bench.cpu_in_turn import cpu_in_turn
 from bench.fixtures import LOAD_OWNER_PREFIX, Fixtures, bearer, generate_body
 from bench.load import Scenario, measure, write_script
 from bench.noise import least_noisy, others_of
@@ -108,6 +109,21 @@ async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options,
         stack.stop("api-warning")
 
 
+async def status_cpu_in_turn(stack: Stack, fixtures: Fixtures, options: Options) -> dict[str, Any]:
+    """The three status servers side by side, one client, one request at a time, taken in turn: CPU per request
+    (cpu_in_turn.py). The INFO server and the floor are the ones of the last many-users runs."""
+    print("bench: status CPU per request, the servers in turn ...", flush=True)  # noqa: T201
+    await stack.start_api(quiet=True)
+    try:
+        job, token = fixtures.status_jobs[0]
+        apps = ("reportgen", "reportgen_warning", "floor")
+        requests, rounds = (300, 2) if options.quick else (2_000, 10)
+        servers = {app: server_of(stack, app) for app in apps}
+        return await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
+    finally:
+        stack.stop("api-warning")
+
+
 async def run_http(
     stack: Stack, fixtures: Fixtures, db: asyncpg.Connection, options: Options, endpoints: list[str]
 ) -> dict[str, Any]:
@@ -131,6 +147,8 @@ async def run_http(
                     runs[app].append(entry | {"tries": tries})
             for app, entries in runs.items():
                 results.setdefault(endpoint, {}).setdefault(str(connections), {})[app] = median_run(entries)
+    if "status" in endpoints and options.warning_run:
+        results["status_cpu_in_turn"] = await status_cpu_in_turn(stack, fixtures, options)
     if "generate" in endpoints:
         one = {app: server_of(stack, app) for app in ("reportgen", "floor")}
         results["single_client"] = await run_single_client(stack, fixtures, db, options, one, one_run)

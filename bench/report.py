@@ -106,9 +106,35 @@ def http_rows(http: dict[str, Any]) -> list[Row]:
             rows += _run_rows(name, mine, floor, endpoint, connections)
             if "reportgen_warning" in apps:
                 rows += _log_cost_rows(name, mine, apps["reportgen_warning"], floor)
+    if "status_cpu_in_turn" in http:
+        rows += cpu_in_turn_rows(http["status_cpu_in_turn"])
     for connections, entry in http.get("single_client", {}).items():
         rows += single_client_rows(connections, entry)
     return rows
+
+
+def cpu_in_turn_rows(entry: dict[str, Any]) -> list[Row]:
+    """Server CPU per status request, one request at a time, the servers in turn: the access line's cost (target)
+    and reportgen against the floor (explains the req/s rows)."""
+    median, ratio = entry["median_cpu_us_per_request"], entry["median_ratio_of_first_to"]
+    name = f"status CPU us/req, one client, {entry['rounds']} rounds in turn"
+    info_over_warning = ratio["reportgen_warning"]
+    return [
+        row(
+            f"{name}: INFO / WARNING",
+            f"{median['reportgen']:,.0f}",
+            f"WARNING {median['reportgen_warning']:,.0f}",
+            f"{info_over_warning:.3f}x",
+            f"<= {1 + LOG_COST:.2f}x",
+            info_over_warning <= 1 + LOG_COST,
+        ),
+        row(
+            f"{name}: reportgen / floor",
+            f"{median['reportgen']:,.0f}",
+            f"floor {median['floor']:,.0f}",
+            f"{ratio['floor']:.3f}x",
+        ),
+    ]
 
 
 def single_client_rows(connections: str, entry: dict[str, Any]) -> list[Row]:
