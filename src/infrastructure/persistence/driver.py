@@ -19,9 +19,10 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util import await_only
 
 from infrastructure.persistence.engine import storage_errors
+from infrastructure.persistence.greenlets import run_sync
 
 T = TypeVar("T")
 
@@ -33,25 +34,25 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     Driver and connection errors become StorageUnavailable, as everywhere in the persistence adapters.
     """
     with storage_errors():
-        pooled = await engine.raw_connection()
+        pooled = await run_sync(engine.sync_engine.raw_connection)
     try:
         with storage_errors():
             yield pooled.driver_connection
     except BaseException:
         # Broken, or interrupted mid-statement (cancelled): never hand it to the next request.
-        await greenlet_spawn(pooled.invalidate)
+        await run_sync(pooled.invalidate)
         raise
-    await greenlet_spawn(pooled.close)  # back to the pool; checking in may do I/O (a reset, or closing it)
+    await run_sync(pooled.close)  # back to the pool; checking in may do I/O (a reset, or closing it)
 
 
 async def run_on_driver(engine: AsyncEngine, statement: Callable[[Any], Awaitable[T]]) -> T:
     """`await run_on_driver(engine, lambda conn: conn.fetchrow(...))`: one statement on a driver connection.
 
-    The same as awaiting it in `driver_connection`, but the check-out and the check-in happen in one greenlet
-    instead of two.
+    The same as awaiting it in `driver_connection`, but the check-out and the check-in happen in one switch to a
+    greenlet instead of two.
     """
     with storage_errors():
-        return await greenlet_spawn(_checked_out, engine.sync_engine, statement)
+        return await run_sync(_checked_out, engine.sync_engine, statement)
 
 
 def _checked_out(engine: Engine, statement: Callable[[Any], Awaitable[T]]) -> T:
