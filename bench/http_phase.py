@@ -12,7 +12,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 from bench.config import Options
-from bench.cpu_in_turn import cpu_in_turn
+from bench.cpu_in_turn import cpu_in_turn, summary
 from bench.fixtures import LOAD_OWNER_PREFIX, Fixtures, bearer, generate_body
 from bench.load import Scenario, measure, write_script
 from bench.noise import least_noisy, others_of
@@ -111,17 +111,27 @@ async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options,
 
 async def status_cpu_in_turn(stack: Stack, fixtures: Fixtures, options: Options) -> dict[str, Any]:
     """The three status servers side by side, one client, one request at a time, taken in turn: CPU per request
-    (cpu_in_turn.py). The INFO server and the floor are the ones of the last many-users runs."""
+    (cpu_in_turn.py). Half the rounds with the servers started in one order, half in the other."""
     print("bench: status CPU per request, the servers in turn ...", flush=True)  # noqa: T201
-    await stack.start_api(quiet=True)
+    job, token = fixtures.status_jobs[0]
+    apps = ("reportgen", "reportgen_warning", "floor")
+    starts = {"reportgen": stack.start_api, "reportgen_warning": partial(stack.start_api, quiet=True)}
+    names = {"reportgen": "api", "reportgen_warning": "api-warning", "floor": "floor"}
+    requests, rounds = (300, 1) if options.quick else (2_000, 5)
+    per_request: dict[str, list[float]] = {app: [] for app in apps}
     try:
-        job, token = fixtures.status_jobs[0]
-        apps = ("reportgen", "reportgen_warning", "floor")
-        requests, rounds = (300, 2) if options.quick else (2_000, 10)
-        servers = {app: server_of(stack, app) for app in apps}
-        return await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
+        for order in (apps, apps[::-1]):
+            for app in apps:
+                stack.stop(names[app])
+            for app in order:
+                await starts.get(app, stack.start_floor)()
+            servers = {app: server_of(stack, app) for app in apps}
+            half = await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
+            for app in apps:
+                per_request[app] += half[app]
     finally:
         stack.stop("api-warning")
+    return summary(per_request, requests)
 
 
 async def run_http(
