@@ -5,10 +5,11 @@ stack of its own: a chunk mapped when the greenlet's first frame is pushed and u
 and a page fault for every call (bench/README.md, "Pricing the access line", has the cost). `run_sync` keeps the
 finished greenlets of its thread and runs the next call in one of them.
 
-SQLAlchemy's `await_` works in them as in its own: it checks the current greenlet for
-`__sqlalchemy_greenlet_provider__` and switches to its parent with the awaitable; `run_sync` awaits it and switches
-back with the result, or throws into the greenlet what the await raised (a cancellation too), as `greenlet_spawn`
-does.
+SQLAlchemy's `await_` works in them as in its own: since 2.0.31 it accepts any greenlet that has the attribute
+`__sqlalchemy_greenlet_provider__` (its changelog: "duck-typed compatibility with third party libraries that
+implement SQLAlchemy's greenlet-to-asyncio pattern directly") and switches to its parent with the awaitable;
+`run_sync` awaits it and switches back with the result, or throws into the greenlet what the await raised (a
+cancellation too), as `greenlet_spawn` does.
 """
 
 from __future__ import annotations

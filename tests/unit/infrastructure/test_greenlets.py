@@ -37,6 +37,22 @@ async def test_the_next_call_runs_in_the_greenlet_of_the_last_one() -> None:
     assert first is not getcurrent()
 
 
+async def test_a_greenlet_used_again_sees_the_context_of_its_new_caller() -> None:
+    def seen() -> tuple[str, Any]:
+        await_only(asyncio.sleep(0))
+        return REQUEST.get(), getcurrent()
+
+    async def call(name: str) -> tuple[str, Any]:  # in a task of its own: a context of its own
+        REQUEST.set(name)
+        return await run_sync(seen)
+
+    first, used = await asyncio.create_task(call("first"))
+    second, used_again = await asyncio.create_task(call("second"))
+
+    assert used is used_again
+    assert (first, second) == ("first", "second")
+
+
 async def test_an_exception_of_the_call_is_raised_to_the_caller_and_its_greenlet_is_used_again() -> None:
     def failing() -> None:
         await_only(asyncio.sleep(0))
