@@ -5,8 +5,8 @@ than that between runs of one minute (see README, "Pricing the access line").
 Each round sends `requests` status requests to each server in turn (the order rotates from round to round) and takes
 the CPU that the server's processes used (user + system, `/proc`); a round's ratio compares servers measured seconds
 apart, and the median of the rounds' ratios is the figure. The servers are started afresh for each half of the
-rounds, in one order and then in the other: of two identical servers started one after the other, the first measured
-about 4 % cheaper per request, in both orders tried."""
+rounds, in one order and then in the other: of two servers started one after the other, the first measured about
+4 % cheaper per request whichever code it ran (bench/README.md)."""
 
 from __future__ import annotations
 
