@@ -77,14 +77,18 @@ async def test_insane_caller_request_id_is_replaced(client: Client, insane: str)
 
 
 def test_a_new_request_id_is_the_text_of_the_version_4_uuid_of_the_same_random_bits() -> None:
-    for seed in range(2_000):
-        random.seed(seed)
-        request_id = new_request_id()
-        random.seed(seed)
-        expected = UUID(int=random.getrandbits(128), version=4)
+    state = random.getstate()  # the process's generator: the seeds below must not stay behind for other tests
+    try:
+        for seed in range(2_000):
+            random.seed(seed)
+            request_id = new_request_id()
+            random.seed(seed)
+            expected = UUID(int=random.getrandbits(128), version=4)
 
-        assert request_id == str(expected)
-        assert (UUID(request_id).version, UUID(request_id).variant) == (4, RFC_4122)
+            assert request_id == str(expected)
+            assert (UUID(request_id).version, UUID(request_id).variant) == (4, RFC_4122)
+    finally:
+        random.setstate(state)
 
 
 async def test_generated_request_ids_differ(client: Client) -> None:
