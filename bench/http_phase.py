@@ -83,11 +83,22 @@ def median_run(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2] | {"rounds_rps": [round(float(e["rps"]), 1) for e in entries]}
 
 
+PROCESS_OF = {"reportgen": "api", "reportgen_warning": "api-warning", "floor": "floor"}
+"""The stack's process name of each app."""
+
+
 def server_of(stack: Stack, app: str) -> tuple[str, Proc]:
-    name, url = {"reportgen": ("api", stack.api_url), "reportgen_warning": ("api-warning", stack.quiet_api_url)}.get(
-        app, ("floor", stack.floor_url)
-    )
-    return url, stack.procs[name]
+    url = {"reportgen": stack.api_url, "reportgen_warning": stack.quiet_api_url}.get(app, stack.floor_url)
+    return url, stack.procs[PROCESS_OF[app]]
+
+
+async def start_fresh(stack: Stack, app: str) -> None:
+    """A server of `app` started for what follows; its earlier process, if one runs, is stopped first."""
+    stack.stop(PROCESS_OF[app])
+    if app == "floor":
+        await stack.start_floor()
+    else:
+        await stack.start_api(quiet=app == "reportgen_warning")
 
 
 async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options, script: Path, app: str, c: int) -> Any:
@@ -95,14 +106,7 @@ async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options,
     of a process that has run for minutes (two servers both at WARNING measured the long-running one 1.05-1.09x
     faster than one started for the run). The WARNING server runs only for its own runs (its pool would hold
     connections)."""
-    if app == "reportgen_warning":
-        await stack.start_api(quiet=True)
-    elif app == "reportgen":
-        stack.stop("api")
-        await stack.start_api()
-    else:
-        stack.stop("floor")
-        await stack.start_floor()
+    await start_fresh(stack, app)
     try:
         return await least_noisy(partial(one_run, db, options, script, server_of(stack, app), c), others_of)
     finally:
@@ -115,16 +119,12 @@ async def status_cpu_in_turn(stack: Stack, fixtures: Fixtures, options: Options)
     print("bench: status CPU per request, the servers in turn ...", flush=True)  # noqa: T201
     job, token = fixtures.status_jobs[0]
     apps = ("reportgen", "reportgen_warning", "floor")
-    starts = {"reportgen": stack.start_api, "reportgen_warning": partial(stack.start_api, quiet=True)}
-    names = {"reportgen": "api", "reportgen_warning": "api-warning", "floor": "floor"}
     requests, rounds = (300, 1) if options.quick else (2_000, 5)
     per_request: dict[str, list[float]] = {app: [] for app in apps}
     try:
         for order in (apps, apps[::-1]):
-            for app in apps:
-                stack.stop(names[app])
             for app in order:
-                await starts.get(app, stack.start_floor)()
+                await start_fresh(stack, app)
             servers = {app: server_of(stack, app) for app in apps}
             half = await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
             for app in apps:
