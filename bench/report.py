@@ -388,7 +388,7 @@ def object_store_rows(store: dict[str, Any]) -> list[Row]:
             f"{s3['server_cpu_seconds']:.1f} / {store['server_peak_rss_mb']:.0f}",
         ),
         row(
-            f"object store: small jobs through one worker, jobs/s ({jobs_s3['jobs']:,} jobs)",
+            f"object store: small jobs through one worker, none in the database, jobs/s ({jobs_s3['jobs']:,} jobs)",
             f"{jobs_s3['jobs_per_second']:.0f}",
             f"local dir {jobs_local['jobs_per_second']:.0f}",
             times(jobs_s3["jobs_per_second"] / jobs_local["jobs_per_second"]),

@@ -60,6 +60,7 @@ from infrastructure.persistence.admission import PostgresJobAdmission
 from infrastructure.persistence.callbacks import SqlAlchemyCallbackOutbox
 from infrastructure.persistence.data_source import SqlReportDataSource
 from infrastructure.persistence.engine import ServiceTimeouts, create_engine
+from infrastructure.persistence.inline_artifacts import InlineArtifactStore
 from infrastructure.persistence.job_ledger import PostgresJobLedger
 from infrastructure.persistence.job_reader import PostgresJobReader, SqlAlchemyJobReader
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -186,7 +187,7 @@ def build_container(settings: Settings, **overrides: Any) -> Container:
     events.add(wake_delivery)
     uow = publishing(sql_uow, events)
 
-    artifacts = overrides.get("artifacts") or artifact_store(settings)
+    artifacts = overrides.get("artifacts") or artifact_store(settings, engine)
     queue: JobQueue = overrides.get("queue") or (
         InProcessJobQueue(concurrency=settings.worker_concurrency)
         if redis is None
@@ -314,8 +315,14 @@ async def open_container(settings: Settings, **overrides: Any) -> AsyncIterator[
         await container.aclose()
 
 
-def artifact_store(settings: Settings) -> ArtifactStore:
-    """Object storage when `artifact_url` names a bucket, else the local directory."""
+def artifact_store(settings: Settings, engine: AsyncEngine | None = None) -> ArtifactStore:
+    """Object storage when `artifact_url` names a bucket, else the local directory; in front of either, on
+    PostgreSQL (`engine`), the service database for artifacts up to `inline_artifact_max_bytes`."""
+    store: ArtifactStore
     if settings.artifact_url is not None:
-        return ObjectStoreArtifactStore(s3_store(settings.artifact_url, dict(settings.aws_env)))
-    return FileSystemArtifactStore(settings.artifact_dir)
+        store = ObjectStoreArtifactStore(s3_store(settings.artifact_url, dict(settings.aws_env)))
+    else:
+        store = FileSystemArtifactStore(settings.artifact_dir)
+    if engine is not None and engine.dialect.name == "postgresql" and settings.inline_artifact_max_bytes > 0:
+        return InlineArtifactStore(engine, store, max_bytes=settings.inline_artifact_max_bytes)
+    return store

@@ -58,6 +58,9 @@ class Settings:
     instead of `artifact_dir`, configured by the standard AWS variables (`aws_env`)."""
     aws_env: tuple[tuple[str, str], ...] = ()
     """The standard AWS variables of the environment (credentials, region, endpoint), for the object store."""
+    inline_artifact_max_bytes: int = 262_144
+    """On PostgreSQL, artifacts up to this size are kept as rows of the service database instead of in the
+    artifact directory or bucket (infrastructure.persistence.inline_artifacts); 0 keeps every artifact there."""
     result_delivery: str = "stream"
     """`stream`: downloads go through the API. `redirect` (object storage only): a download is a 303 See Other to a
     presigned URL of the object, valid `result_link_seconds`."""
@@ -157,6 +160,7 @@ class Settings:
             artifact_dir=reader.path("ARTIFACT_DIR"),
             artifact_url=reader.bucket_url("ARTIFACT_URL"),
             aws_env=tuple((name, value) for name, value in sorted(env.items()) if name in AWS_VARIABLES and value),
+            inline_artifact_max_bytes=reader.number("INLINE_ARTIFACT_MAX_BYTES", int, 0, 16 * 1_048_576),
             result_delivery=reader.choice("RESULT_DELIVERY", ("stream", "redirect")),
             result_link_seconds=reader.number("RESULT_LINK_SECONDS", int, 1, 7 * 86_400),
             var_dir=reader.path("VAR_DIR"),

@@ -203,3 +203,16 @@ def test_bad_object_storage_settings_are_refused(env: dict[str, str], line: str)
     with pytest.raises(SettingsError) as exc:
         Settings.from_env(env)
     assert any(problem.startswith(line) for problem in exc.value.problems), exc.value.problems
+
+
+@pytest.mark.parametrize(("value", "read"), [("0", 0), ("1", 1), ("65536", 65_536), (str(16 * 1_048_576), 16_777_216)])
+def test_the_size_up_to_which_artifacts_are_kept_in_the_database_is_read(value: str, read: int) -> None:
+    assert Settings().inline_artifact_max_bytes == 262_144
+    assert Settings.from_env({"REPORTGEN_INLINE_ARTIFACT_MAX_BYTES": value}).inline_artifact_max_bytes == read
+
+
+@pytest.mark.parametrize("value", ["-1", str(16 * 1_048_576 + 1), "256k"])
+def test_a_bad_inline_artifact_size_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env({"REPORTGEN_INLINE_ARTIFACT_MAX_BYTES": value})
+    assert [p.split(":")[0] for p in exc.value.problems] == ["REPORTGEN_INLINE_ARTIFACT_MAX_BYTES"]

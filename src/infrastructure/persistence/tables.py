@@ -125,6 +125,15 @@ idempotency_keys = sa.Table(
     sa.Index(None, "created_at"),  # the purge of keys past their lifetime
 )
 
+inline_artifacts = sa.Table(
+    "inline_artifacts",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+"""Artifacts small enough to keep in the service database (infrastructure.persistence.inline_artifacts), by key."""
+
 job_owners = sa.Table(
     "job_owners",
     metadata,

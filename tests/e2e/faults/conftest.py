@@ -153,10 +153,13 @@ def artifact_problems(client: httpx.Client, jobs: list[Submitted]) -> dict[str, 
     return problems
 
 
-def files_of(deployment: Deployment, job_id: str) -> list[Path]:
-    """Files under the artifact directory whose path names the job (artifacts and unfinished writes)."""
+def artifacts_of(deployment: FaultDeployment, job_id: str) -> list[str]:
+    """Where the job's artifacts are kept: files under the artifact directory whose path names the job (artifacts and
+    unfinished writes), and rows of the database's small artifacts whose key names it."""
     root = Path(deployment.env["REPORTGEN_ARTIFACT_DIR"])
-    return [path for path in root.rglob("*") if path.is_file() and job_id in str(path)] if root.exists() else []
+    files = [str(path) for path in root.rglob("*") if path.is_file() and job_id in str(path)] if root.exists() else []
+    rows = deployment.sql("SELECT key FROM inline_artifacts WHERE strpos(key, $1) > 0", job_id)
+    return files + [f"inline_artifacts: {row['key']}" for row in rows]
 
 
 # -- timings ---------------------------------------------------------------------------------------------------

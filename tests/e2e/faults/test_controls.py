@@ -19,8 +19,8 @@ from tests.e2e.faults.conftest import (
     FaultDeployment,
     artifact_problem,
     artifact_problems,
+    artifacts_of,
     current_status,
-    files_of,
     generate_checkable,
     is_problem,
     record,
@@ -168,7 +168,7 @@ def cancel_while_running(faults: FaultDeployment, report_id: str) -> None:
         assert alice.get(f"/api/v1/jobs/{slow_id}/result").json()["jobStatus"] == "Cancelled"
         # It stays Cancelled past the time the report needed (about 3 s more): the aborted attempt records nothing.
         assert not wait_until(lambda: current_status(alice, slow_id) not in ("Cancelled", ""), timeout=4)
-        assert not files_of(faults, slow_id), "a cancelled job leaves no artifact"
+        assert not artifacts_of(faults, slow_id), "a cancelled job leaves no artifact"
     assert faults.successes()[slow_id] == 0
 
 
@@ -183,7 +183,7 @@ def retention(faults: FaultDeployment, report_id: str) -> None:
         finished_at = datetime.fromisoformat(last.body["finishedAt"].replace("Z", "+00:00"))
         assert abs((expires_at - finished_at).total_seconds() - TTL) < 1.5, (finished_at, expires_at)
         assert artifact_problem("json", 5, 3, alice.get(f"/api/v1/jobs/{job.job_id}/result")) is None
-        assert files_of(faults, job.job_id), "the artifact is on disk (its path names the job)"
+        assert artifacts_of(faults, job.job_id), "the artifact is stored (its key names the job)"
 
         gone_at: list[float] = []
 
@@ -203,9 +203,9 @@ def retention(faults: FaultDeployment, report_id: str) -> None:
         assert current_status(alice, job.job_id) == "Succeeded", "the job itself stays"
 
         fresh = generate_checkable(alice, report_id, 6, 4, "csv")
-        swept = wait_until(lambda: not files_of(faults, job.job_id), timeout=10)
-        record(SCENARIO, "retention: expired artifact file deleted by the sweep", "yes" if swept else "no", "")
-        assert swept, f"the sweep left {files_of(faults, job.job_id)}"
+        swept = wait_until(lambda: not artifacts_of(faults, job.job_id), timeout=10)
+        record(SCENARIO, "retention: expired artifact deleted by the sweep", "yes" if swept else "no", "")
+        assert swept, f"the sweep left {artifacts_of(faults, job.job_id)}"
         assert wait_all(alice, [fresh.job_id], timeout=20, interval=0.05)[fresh.job_id].status == "Succeeded"
         assert not artifact_problems(alice, [fresh]), "a live job's artifact is not swept"
-        assert files_of(faults, fresh.job_id)
+        assert artifacts_of(faults, fresh.job_id)
