@@ -24,6 +24,7 @@ from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.query_guards import WRITE_ATTEMPT
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.persistence_helpers import a_report, logged_statements, store
+from tests.integration.round_trips import RoundTripCounter
 
 pytestmark = pytest.mark.integration
 
@@ -178,6 +179,27 @@ async def test_a_small_postgresql_report_is_one_message_for_its_transaction_and_
         "ROLLBACK;",
     ]
     assert big[1] == 25
+
+
+async def test_a_small_postgresql_report_costs_three_round_trips(pg_url: str) -> None:
+    with RoundTripCounter(pg_url) as counter:
+        engine = create_engine(counter.url, pool_size=1, max_overflow=0)
+        try:
+            await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 3))  # connects; the query is described
+            before = counter.round_trips
+            small = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 3), batch_size=10)
+            small_trips = counter.round_trips - before
+            before = counter.round_trips
+            big = await run(engine, SERIES, Binding("last", ParameterType.INTEGER, 25), batch_size=10)
+            big_trips = counter.round_trips - before
+        finally:
+            await engine.dispose()
+
+    # The transaction with its time limit; the cursor opened with its first rows; the end of the session.
+    assert (small_trips, [len(batch) for batch in small[2]]) == (3, [3])
+    # And for 25 rows in batches of 10: the plan's estimate once the first batch is full, two more fetches (the
+    # third batch is short: the last).
+    assert (big_trips, [len(batch) for batch in big[2]]) == (6, [10, 10, 5])
 
 
 async def test_a_report_query_is_parsed_once_per_connection(pg_url: str) -> None:

@@ -167,23 +167,22 @@ class PostgresRowStream(PrefetchingRowStream):
 
     async def _fetch_batch(self) -> Sequence[Row]:
         if self._cursor is not None:
-            return list(map(tuple, await self._fetch_records()))
-        self._cursor = await self._statement.cursor(*self._args)
-        first = await self._fetch_records()
+            return list(map(tuple, await self._records(self._cursor.fetch(self._batch_size))))
+        self._cursor = _cursor(self._conn, self._statement, self._args)
+        first = await self._records(_open_with_first_rows(self._cursor, self._batch_size))
         if self.estimated_rows is None:
             full = len(first) == self._batch_size
             self.estimated_rows = await estimate_from_plan(self._conn, self._sql, self._args) if full else len(first)
         return list(map(tuple, first))
 
-    async def _fetch_records(self) -> list[Any]:
-        assert self._cursor is not None  # noqa: S101 - opened by the first batch
+    @staticmethod
+    async def _records(fetch: Awaitable[list[Any]]) -> list[Any]:
         try:
-            records: list[Any] = await self._cursor.fetch(self._batch_size)
+            return await fetch
         except asyncpg.InterfaceError:  # the driver's own errors (its DataError is a ValueError too): as they are
             raise
         except (ValueError, OverflowError) as exc:  # asyncpg could not make a Python value of one it received
             raise ReportQueryFailed(UNREADABLE_VALUE, detail=str(exc)) from None
-        return records
 
 
 class SqlReportDataSource(ReportDataSource):
@@ -213,8 +212,9 @@ class SqlReportDataSource(ReportDataSource):
     async def _run_postgres(
         self, query: str, bindings: Sequence[Binding], timeout_seconds: float
     ) -> AsyncIterator[RowStream]:
-        """On the driver connection (see driver.py): a small report costs four round trips (the transaction and
-        its time limit, the cursor, its first batch, the rollback) and none of SQLAlchemy's execution layer. The query
+        """On the driver connection (see driver.py): a small report costs three round trips (the transaction and
+        its time limit, the cursor opened with its first batch, the rollback) and none of SQLAlchemy's execution
+        layer; a CSV report one more, the plan's estimate (see PostgresRowStream). The query
         is described first (asyncpg's statement cache holds it: no round trip after a report's first job), and runs
         once, when its rows are read (see PostgresRowStream).
 
@@ -310,6 +310,22 @@ async def _described(conn: Any, sql: str) -> Any:
     connection's cached statement, the same one `Connection.cursor(sql)` would take. What is used of the statement is
     public: `get_attributes`, `explain`, `cursor`."""
     return await conn._prepare(sql, use_cache=True)  # a private call: see the docstring
+
+
+def _cursor(conn: Any, statement: Any, args: Sequence[object]) -> Any:
+    """A cursor of the described statement for `args`, not opened yet (`_open_with_first_rows` opens it).
+
+    asyncpg's `Cursor`, made as `PreparedStatement.cursor(*args)` makes it before awaiting it: awaiting it opens the
+    portal in a round trip of its own, and its first `fetch` takes another."""
+    return asyncpg.cursor.Cursor(conn, statement._query, statement._state, args, statement._state.record_class)
+
+
+async def _open_with_first_rows(cursor: Any, n: int) -> list[Any]:
+    """Open the cursor and fetch its first `n` rows in one round trip (Bind and Execute sent together), as asyncpg's
+    cursor iterator opens its cursors; `fetch` reads the rest. A private call of asyncpg (`uv.lock` pins it; the data
+    source's integration tests run it)."""
+    records: list[Any] = await cursor._bind_exec(n, None)
+    return records
 
 
 @asynccontextmanager
