@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -146,8 +147,12 @@ class FakeJobRepository(JobRepository):
         if stored is None or stored.version != job.version:
             raise ConcurrentUpdate(job.id)
         job.version += 1
+        content = job.artifact.content if job.artifact is not None else None
         job.saved()
-        self._pending[job.id] = copy.deepcopy(job)
+        saved = copy.deepcopy(job)
+        if saved.artifact is not None and content is not None:  # kept with the row, as the real repositories do
+            saved.artifact = dataclasses.replace(saved.artifact, content=content)
+        self._pending[job.id] = saved
 
     async def list_unfinished(self, limit: int) -> list[JobExecutionLog]:
         self._db.check()
@@ -402,8 +407,13 @@ class FakeJobQueue(JobQueue):
 
 
 class FakeSink(ArtifactSink):
-    def __init__(self) -> None:
+    def __init__(self, *, left_to_the_ledger: bool = False) -> None:
         self.buffer = bytearray()
+        self.left_to_the_ledger = left_to_the_ledger
+
+    @property
+    def content(self) -> bytes | None:
+        return bytes(self.buffer) if self.left_to_the_ledger else None
 
     async def write(self, chunk: bytes) -> None:
         self.buffer.extend(chunk)
@@ -420,10 +430,12 @@ class FakeSink(ArtifactSink):
 class FakeArtifactStore(ArtifactStore):
     """Artifacts in a dict; `links` makes `link` answer `https://store.example/<key>?expires=<seconds>`."""
 
-    def __init__(self, *, links: bool = False) -> None:
+    def __init__(self, *, links: bool = False, small_to_the_ledger: bool = False) -> None:
         self.files: dict[str, bytes] = {}
         self.labels: dict[str, ArtifactLabel | None] = {}
         self.links = links
+        self.small_to_the_ledger = small_to_the_ledger
+        """Leave every artifact to be saved with its job (`ArtifactSink.content`), as the database's store does."""
         self.unavailable = False
         """Every call raises ArtifactStoreUnavailable, as when object storage is down."""
 
@@ -438,10 +450,11 @@ class FakeArtifactStore(ArtifactStore):
     @asynccontextmanager
     async def _create(self, key: str) -> AsyncIterator[ArtifactSink]:
         self._check()
-        sink = FakeSink()
+        sink = FakeSink(left_to_the_ledger=self.small_to_the_ledger)
         yield sink
         self._check()
-        self.files[key] = bytes(sink.buffer)
+        if sink.content is None:
+            self.files[key] = bytes(sink.buffer)
 
     async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         self._check()

@@ -258,6 +258,13 @@ class ArtifactSink(Protocol):
     @abstractmethod
     def sha256(self) -> str: ...
 
+    @property
+    def content(self) -> bytes | None:
+        """After the block: the bytes of an artifact that the store left to be saved with the job's row (as
+        `ArtifactRef.content`, which the job ledger writes in the transaction of the job's outcome); None when the
+        store published the artifact itself."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class ArtifactLabel:
@@ -272,6 +279,8 @@ class ArtifactStore(Protocol):
 
     `create(key)` writes to a temporary place and publishes the artifact atomically when the block
     exits without an exception (otherwise nothing is published). Readers never see a partial file.
+    A store that keeps small artifacts in the job ledger's own database publishes them by the ledger instead: the
+    sink's `content` then holds the bytes, saved with the job's outcome in one transaction (see ArtifactRef).
     Any method may raise ArtifactStoreUnavailable when the store cannot be reached.
     """
 

@@ -105,9 +105,11 @@ class RunReportJob:
        only one runs it. A Running job whose lease expired (its worker died) is taken over as a new attempt, or
        failed with WORKER_LOST once it has had `max_attempts`. Anything else is skipped.
     2. Produce the artifact outside any transaction, renewing the lease meanwhile: the query runs read-only
-       with a timeout and its rows stream into a file of this attempt's own, published atomically.
-    3. Record Succeeded (with the artifact) or Failed (with an error code) in a second write, guarded by the
-       version: if the job was cancelled or taken over meanwhile, this attempt's outcome is dropped.
+       with a timeout and its rows stream into a file of this attempt's own, published atomically (or, for a
+       small artifact that the store leaves to the ledger, kept in memory: `ArtifactRef.content`).
+    3. Record Succeeded (with the artifact, and its content if the store left it) or Failed (with an error code)
+       in a second write, guarded by the version: if the job was cancelled or taken over meanwhile, this attempt's
+       outcome is dropped, a small artifact's content with it.
        A permanent error (bad SQL, write attempt, timeout) fails at once; a transient one (the database
        went away) hands the job back to the queue with backoff until `max_attempts` is reached. A worker
        that is stopped (cancelled) mid-job hands it back too.
@@ -235,7 +237,7 @@ class RunReportJob:
                     await sink.write(chunk)
         finally:
             encoder.close()
-        return ArtifactRef(job.artifact_key(), sink.size, sink.sha256)
+        return ArtifactRef(job.artifact_key(), sink.size, sink.sha256, sink.content)
 
     def _encoder(self, job: JobExecutionLog) -> RowEncoder:
         factory = self._encoders.get(job.format)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -81,6 +81,10 @@ class ArtifactRef:
     key: str
     size: int
     sha256: str
+    content: bytes | None = field(default=None, repr=False, compare=False)
+    """The artifact's bytes while they wait to be saved with the job's row, in the transaction that records its
+    outcome (a store that keeps small artifacts in the job ledger's database leaves them here); None once saved,
+    and for an artifact that its store published itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +297,10 @@ class JobExecutionLog:
         return webhook_id(self.id)
 
     def saved(self) -> list[JobStatusChanged]:
-        """The store kept the changes: hand over the status changes they made (for announcing) and forget them."""
+        """The store kept the changes (and the artifact's content, if it had to keep it): hand over the status changes
+        they made (for announcing) and forget them."""
+        if self.artifact is not None and self.artifact.content is not None:
+            self.artifact = replace(self.artifact, content=None)
         events, self.events = self.events, []
         return events
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.errors import ArtifactMissing, ArtifactStoreUnavailable, StorageUnavailable
+from application.errors import ArtifactMissing, StorageUnavailable
 from bootstrap.container import artifact_store
 from infrastructure.artifacts import FileSystemArtifactStore
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.inline_artifacts import InlineArtifactStore
+from infrastructure.persistence.statements import INSERT_INLINE_ARTIFACT
 from infrastructure.persistence.tables import inline_artifacts
 from settings import Settings
 
@@ -37,11 +37,21 @@ def store(pg_engine: AsyncEngine, directory: FileSystemArtifactStore) -> InlineA
     return InlineArtifactStore(pg_engine, directory, max_bytes=MAX_BYTES)
 
 
-async def write(store: InlineArtifactStore, key: str, *chunks: bytes) -> tuple[int, str]:
+async def write(store: InlineArtifactStore, key: str, *chunks: bytes) -> tuple[int, str, bytes | None]:
+    """Write an artifact as a worker does; what the store left to be saved with the job is saved, as the job ledger
+    saves it with the job's outcome. The sink's size, hash and content."""
     async with store.create(key) as sink:
         for chunk in chunks:
             await sink.write(chunk)
-    return sink.size, sink.sha256
+    if sink.content is not None:
+        await keep(store._engine, key, sink.content)
+    return sink.size, sink.sha256, sink.content
+
+
+async def keep(engine: AsyncEngine, key: str, content: bytes) -> None:
+    values = {"set_artifact_key": key, "artifact_content": content, "set_finished_at": datetime.now(UTC)}
+    async with engine.begin() as conn:
+        await conn.execute(INSERT_INLINE_ARTIFACT, values)
 
 
 async def read_all(store: InlineArtifactStore, key: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -59,13 +69,28 @@ def files(tmp_path: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-async def test_an_artifact_of_at_most_max_bytes_is_a_row_and_no_file(
+async def test_an_artifact_of_at_most_max_bytes_is_left_to_the_ledger_and_stored_nowhere_by_the_store(
     store: InlineArtifactStore, pg_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     chunks = [b"id,name\r\n", os.urandom(MAX_BYTES - 20), b"", b"x" * 11]
     payload = b"".join(chunks)
 
-    assert await write(store, KEY, *chunks) == (MAX_BYTES, hashlib.sha256(payload).hexdigest())
+    async with store.create(KEY) as sink:
+        for chunk in chunks:
+            await sink.write(chunk)
+
+    assert (sink.size, sink.sha256, sink.content) == (MAX_BYTES, hashlib.sha256(payload).hexdigest(), payload)
+    assert await rows(pg_engine) == {}
+    assert files(tmp_path) == []
+    assert not await store.exists(KEY)
+
+
+async def test_a_small_artifact_saved_with_its_job_reads_back_whole(
+    store: InlineArtifactStore, pg_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    payload = os.urandom(MAX_BYTES)
+
+    await write(store, KEY, payload)
 
     assert await rows(pg_engine) == {KEY: payload}
     assert files(tmp_path) == []
@@ -79,7 +104,7 @@ async def test_an_artifact_past_max_bytes_goes_whole_to_the_store_behind_and_no_
     chunks = [os.urandom(600), os.urandom(401), os.urandom(10_000), b"end"]
     payload = b"".join(chunks)
 
-    assert await write(store, KEY, *chunks) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert await write(store, KEY, *chunks) == (len(payload), hashlib.sha256(payload).hexdigest(), None)
 
     assert await rows(pg_engine) == {}
     assert (tmp_path / "artifacts" / "job-1" / "attempt-1.csv").read_bytes() == payload
@@ -89,7 +114,7 @@ async def test_an_artifact_past_max_bytes_goes_whole_to_the_store_behind_and_no_
 
 
 async def test_an_empty_artifact_is_a_row(store: InlineArtifactStore, pg_engine: AsyncEngine) -> None:
-    assert await write(store, KEY) == (0, hashlib.sha256(b"").hexdigest())
+    assert await write(store, KEY) == (0, hashlib.sha256(b"").hexdigest(), b"")
     assert await rows(pg_engine) == {KEY: b""}
     assert await read_all(store, KEY) == b""
 
@@ -139,12 +164,6 @@ async def test_delete_removes_either_kind_and_is_idempotent(
     assert files(tmp_path) == []
 
 
-async def test_writing_a_key_again_keeps_the_last_content(store: InlineArtifactStore, pg_engine: AsyncEngine) -> None:
-    await write(store, KEY, b"first")
-    await write(store, KEY, b"second")
-    assert await rows(pg_engine) == {KEY: b"second"}
-
-
 async def test_a_small_artifact_has_no_link_and_a_large_one_the_store_behinds(store: InlineArtifactStore) -> None:
     class Linking(FileSystemArtifactStore):
         async def link(self, key: str, expires_in: timedelta) -> str | None:
@@ -167,34 +186,16 @@ async def refusing() -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def test_the_database_down_fails_a_write_as_the_store_unavailable_and_a_read_as_the_database(
+async def test_the_database_down_fails_a_read_as_the_database_unavailable(
     refusing: AsyncEngine, directory: FileSystemArtifactStore, tmp_path: Path
 ) -> None:
     store = InlineArtifactStore(refusing, directory, max_bytes=MAX_BYTES)
 
-    with pytest.raises(ArtifactStoreUnavailable, match="the service database failed while storing"):
-        await write(store, KEY, b"small")
     with pytest.raises(StorageUnavailable):
         await read_all(store, KEY)
     with pytest.raises(StorageUnavailable):
         await store.exists(KEY)
     assert files(tmp_path) == []
-
-
-async def test_a_write_cancelled_while_its_row_is_stored_leaves_no_row(
-    store: InlineArtifactStore, pg_engine: AsyncEngine
-) -> None:
-    async with pg_engine.connect() as blocker:  # holds the key's unique-index entry: the INSERT waits on it
-        await blocker.execute(sa.insert(inline_artifacts).values(key=KEY, content=b"old", created_at=sa.func.now()))
-        writing = asyncio.create_task(write(store, KEY, b"new"))
-        await asyncio.sleep(0.3)
-        writing.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writing
-        await blocker.rollback()
-    await asyncio.sleep(0.3)  # an INSERT still waiting on the server would now commit
-
-    assert await rows(pg_engine) == {}
 
 
 @pytest.mark.parametrize("max_bytes", [262_144, 0])

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.errors import StorageUnavailable
@@ -22,6 +23,7 @@ from domain.errors import ConcurrentUpdate
 from domain.jobs import ArtifactRef, JobExecutionLog, JobStatus
 from infrastructure.persistence.engine import create_engine
 from infrastructure.persistence.job_ledger import PostgresJobLedger
+from infrastructure.persistence.tables import inline_artifacts
 from infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from tests.integration.conftest import disposable, emptied
 from tests.integration.persistence_helpers import (
@@ -121,6 +123,40 @@ async def test_a_save_is_guarded_by_the_version_and_stores_every_field(
     assert (await load_job(engine, job)).status is JobStatus.SUCCEEDED
 
 
+async def stored_artifacts(engine: AsyncEngine) -> list[tuple[str, bytes, datetime]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.select(inline_artifacts).order_by(inline_artifacts.c.key))
+        return [(row.key, row.content, row.created_at) for row in result]
+
+
+async def test_a_succeeded_save_stores_the_artifacts_content_with_it_and_a_lost_one_stores_nothing(
+    ledger_engine: tuple[JobLedger, AsyncEngine],
+) -> None:
+    ledger, engine = ledger_engine
+    job = await a_stored_job(engine)
+    claimed = await ledger.claim(job.id, T0, T0 + LEASE)
+    assert claimed is not None
+    stale = copy.deepcopy(claimed)
+    content = b"n\r\n1\r\n" + bytes(range(256))
+    claimed.succeed(T0 + LEASE, ArtifactRef("k/attempt-1.csv", len(content), "a" * 64, content), T0 + 3 * LEASE)
+    cancelled = copy.deepcopy(claimed)
+
+    await ledger.save(claimed)
+
+    assert await stored_artifacts(engine) == [("k/attempt-1.csv", content, T0 + LEASE)]
+    assert claimed.artifact == ArtifactRef("k/attempt-1.csv", len(content), "a" * 64)
+    assert claimed.artifact is not None
+    assert claimed.artifact.content is None  # saved: not held any longer
+    assert fields(await load_job(engine, job)) == fields(claimed)
+    # A writer that lost the race (the job was cancelled, or taken over) stores neither its outcome nor its artifact.
+    stale.succeed(T0 + LEASE, ArtifactRef("k/attempt-2.csv", 3, "b" * 64, b"new"), T0 + 3 * LEASE)
+    with pytest.raises(ConcurrentUpdate):
+        await ledger.save(stale)
+    assert [key for key, *_ in await stored_artifacts(engine)] == ["k/attempt-1.csv"]
+    assert cancelled.artifact is not None
+    assert cancelled.artifact.content == content  # an unsaved copy keeps it
+
+
 async def test_leases_are_renewed_only_for_jobs_still_running_in_the_same_attempt(
     ledger_engine: tuple[JobLedger, AsyncEngine],
 ) -> None:
@@ -161,7 +197,7 @@ async def test_leases_are_renewed_only_for_jobs_still_running_in_the_same_attemp
 async def test_claim_save_and_renewal_are_one_statement_each_without_transaction_round_trips(pg_url: str) -> None:
     engine = create_engine(pg_url, pool_size=1, max_overflow=0)  # one connection: the one the logger watches
     try:
-        job = await a_stored_job(engine)
+        job, small = await a_stored_job(engine), await a_stored_job(engine)
         ledger = PostgresJobLedger(engine)
         await ledger.renew_leases([job])  # asyncpg looks the array types up once per connection
         sent = await logged_statements(engine)
@@ -171,12 +207,18 @@ async def test_claim_save_and_renewal_are_one_statement_each_without_transaction
         claimed.fail(T0, "REPORT_TIMEOUT", "too slow")
         await ledger.save(claimed)
         await ledger.renew_leases([claimed])
+        running = await ledger.claim(small.id, T0, T0 + LEASE)
+        assert running is not None
+        running.succeed(T0, ArtifactRef(f"{small.id}/attempt-1.csv", 2, "c" * 64, b"ok"))
+        await ledger.save(running)
         await asyncio.sleep(0.01)  # asyncpg calls query loggers soon after, not during, the query
     finally:
         await engine.dispose()
 
-    # The save of a final status is one statement too: the job's UPDATE and its owner's counter, in a WITH.
-    assert [query.split()[0] for query in sent] == ["UPDATE", "WITH", "UPDATE"]
+    # The save of a final status is one statement too: the job's UPDATE and its owner's counter, in a WITH; and
+    # so is a success whose artifact is kept in the database (the artifact's INSERT joins the WITH).
+    assert [query.split()[0] for query in sent] == ["UPDATE", "WITH", "UPDATE", "UPDATE", "WITH"]
+    assert "INSERT INTO inline_artifacts" in sent[-1]
 
 
 async def test_an_unreachable_database_is_storage_unavailable() -> None:

@@ -1,37 +1,29 @@
 """Small artifacts as rows of the service database (PostgreSQL); larger ones in the artifact store it wraps.
 
 Most reports are small. Kept in a file, each such result costs a temporary file, two fsyncs and a rename, done in a
-thread; kept in a bucket, a request to the object store. As a row it costs one autocommitted INSERT on the driver
-connection, made durable by PostgreSQL's own commit (which groups the commits of concurrent jobs), and any API
-replica can serve it. A report's bytes are buffered up to `max_bytes`; the first write past that hands them to the
-wrapped store, and the rest streams there as before, so memory stays bounded whatever a report's size.
+thread; kept in a bucket, a request to the object store. As a row of `inline_artifacts` it costs nothing of its own:
+the job ledger stores it with the job's outcome, in the same statement (statements.INSERT_INLINE_ARTIFACT), made
+durable by that commit, and any API replica can serve it. So this store does not write small artifacts itself: its
+sink buffers a report up to `max_bytes` and hands the bytes over as `content` (which the worker passes on as
+`ArtifactRef.content`); the first write past `max_bytes` sends the buffered bytes to the wrapped store, and the rest
+streams there as before, so memory stays bounded whatever a report's size.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from application.errors import ArtifactStoreUnavailable, StorageUnavailable
 from application.ports import ArtifactLabel, ArtifactSink, ArtifactStore
 from infrastructure.persistence.driver import DriverStatement
 from infrastructure.persistence.tables import inline_artifacts
 
 _THIS_KEY = inline_artifacts.c.key == sa.bindparam("where_key")
-_insert = postgresql.insert(inline_artifacts)
-# A key names one attempt of one job, written once; if a write of it is ever repeated, the last one wins, as a
-# rename over a file does.
-INSERT_ARTIFACT = _insert.on_conflict_do_update(
-    index_elements=[inline_artifacts.c.key],
-    set_={"content": _insert.excluded.content, "created_at": _insert.excluded.created_at},
-)
 GET_CONTENT = sa.select(inline_artifacts.c.content).where(_THIS_KEY)
 EXISTS = sa.select(sa.exists().where(_THIS_KEY))
 DELETE_ARTIFACT = sa.delete(inline_artifacts).where(_THIS_KEY).returning(inline_artifacts.c.key)
@@ -58,6 +50,10 @@ class _InlineSink(ArtifactSink):
             await self.spill.write(bytes(buffered))
 
     @property
+    def content(self) -> bytes | None:
+        return bytes(self.buffer) if self.spill is None else None
+
+    @property
     def size(self) -> int:
         return len(self.buffer) if self.spill is None else self.spill.size
 
@@ -67,12 +63,12 @@ class _InlineSink(ArtifactSink):
 
 
 class InlineArtifactStore(ArtifactStore):
-    """Artifacts of at most `max_bytes` in the `inline_artifacts` table of `engine`'s database; the others in `spill`.
+    """Artifacts of at most `max_bytes` in the `inline_artifacts` table of `engine`'s database, written by the job
+    ledger with the job's outcome (see the module); the others in `spill`.
 
     Reads, checks and deletes look in the table first, then in `spill`: a key is in one of them. A small artifact
     has no presigned link (`link` is None): the API streams it, whatever `REPORTGEN_RESULT_DELIVERY` says.
-    The database failing while an artifact is written raises ArtifactStoreUnavailable (the job is retried like any
-    store outage); on the read side it raises StorageUnavailable, as every other read of that database does.
+    A read of the table while the database is down raises StorageUnavailable, as every other read of it does.
     """
 
     def __init__(self, engine: AsyncEngine, spill: ArtifactStore, *, max_bytes: int) -> None:
@@ -80,7 +76,6 @@ class InlineArtifactStore(ArtifactStore):
         self._spill = spill
         self._max_bytes = max_bytes
         dialect = engine.dialect
-        self._insert = DriverStatement.compile(INSERT_ARTIFACT, dialect)
         self._get = DriverStatement.compile(GET_CONTENT, dialect)
         self._exists = DriverStatement.compile(EXISTS, dialect)
         self._delete = DriverStatement.compile(DELETE_ARTIFACT, dialect)
@@ -93,20 +88,6 @@ class InlineArtifactStore(ArtifactStore):
         sink = _InlineSink(self._max_bytes, lambda: self._spill.create(key, label))
         async with sink.exits:  # a spilled artifact is published (or discarded, on an error) by its own store
             yield sink
-            if sink.spill is None:
-                await self._store(key, bytes(sink.buffer))
-
-    async def _store(self, key: str, content: bytes) -> None:
-        values = {"key": key, "content": content, "created_at": datetime.now(UTC)}
-        try:
-            await self._insert.fetchval(self._engine, values)
-        except StorageUnavailable as error:
-            raise ArtifactStoreUnavailable(f"the service database failed while storing {key}: {error}") from error
-        except asyncio.CancelledError:
-            # Cancelled mid-INSERT: it may have committed a row that its caller will never record.
-            with suppress(StorageUnavailable):
-                await asyncio.shield(self._delete.fetchval(self._engine, {"where_key": key}))
-            raise
 
     async def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         content = await self._get.fetchval(self._engine, {"where_key": key})

@@ -1,5 +1,6 @@
 """The job ledger on PostgreSQL: each of a worker's writes is one autocommitted statement of statements.py, run on
-the driver connection (see driver.py), so a small job costs two round trips to the jobs table (claim, outcome)."""
+the driver connection (see driver.py), so a small job costs two round trips to the jobs table (claim, outcome; the
+outcome's statement also stores a small artifact, `ArtifactRef.content`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from infrastructure.persistence.statements import (
     GET_JOB,
     RENEW_LEASE,
     SAVE_JOB_RELEASING_SLOT_POSTGRES,
+    SAVE_JOB_WITH_ARTIFACT_POSTGRES,
     UPDATE_JOB,
 )
 
@@ -32,6 +34,7 @@ class PostgresJobLedger(JobLedger):
         self._get = DriverStatement.compile(GET_JOB, dialect)
         self._save = DriverStatement.compile(UPDATE_JOB, dialect)
         self._save_releasing_slot = DriverStatement.compile(SAVE_JOB_RELEASING_SLOT_POSTGRES, dialect)
+        self._save_with_artifact = DriverStatement.compile(SAVE_JOB_WITH_ARTIFACT_POSTGRES, dialect)
         self._renew = DriverStatement.compile(RENEW_LEASE, dialect)
 
     async def claim(self, job_id: UUID, now: datetime, lease_until: datetime) -> JobExecutionLog | None:
@@ -45,7 +48,11 @@ class PostgresJobLedger(JobLedger):
 
     async def save(self, job: JobExecutionLog) -> None:
         params = update_parameters(job)
-        if job.ends_activity:
+        content = job.artifact.content if job.artifact is not None else None
+        if content is not None:  # Succeeded, with the artifact kept in this database: stored by the same statement
+            params |= {"where_owner": job.owner_id, "artifact_content": content}
+            saved = await self._save_with_artifact.fetchval(self._engine, params)
+        elif job.ends_activity:
             saved = await self._save_releasing_slot.fetchval(self._engine, params | {"where_owner": job.owner_id})
         else:
             saved = await self._save.fetchrow(self._engine, params) is not None

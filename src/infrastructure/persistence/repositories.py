@@ -30,6 +30,7 @@ from infrastructure.persistence.statements import (
     COUNT_SLOTLESS_JOBS,
     GET_JOB,
     GET_OWNER,
+    INSERT_INLINE_ARTIFACT,
     INSERT_JOB,
     IS_UNLIMITED,
     RELEASE_SLOT,
@@ -157,6 +158,15 @@ class SqlAlchemyJobRepository(JobRepository):
                 raise ConcurrentUpdate(job.id)
             if job.ends_activity and saved.holds_slot:
                 await self._conn.execute(RELEASE_SLOT, {"where_owner": job.owner_id})
+            if job.artifact is not None and job.artifact.content is not None:
+                await self._conn.execute(
+                    INSERT_INLINE_ARTIFACT,
+                    {
+                        "set_artifact_key": job.artifact.key,
+                        "artifact_content": job.artifact.content,
+                        "set_finished_at": job.finished_at,
+                    },
+                )
         job.version += 1
         job.saved()
 

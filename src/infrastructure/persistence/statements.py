@@ -20,7 +20,7 @@ from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from application.ports import JobPosition, JobSelection
 from domain.callbacks import CallbackStatus
 from domain.jobs import JobStatus
-from infrastructure.persistence.tables import UtcDateTime, job_owners, jobs, reports
+from infrastructure.persistence.tables import UtcDateTime, inline_artifacts, job_owners, jobs, reports
 
 ACTIVE = tuple(status.value for status in JobStatus if not status.is_terminal)
 """Queued and Running: the statuses of a job that counts against its owner's limit."""
@@ -181,6 +181,16 @@ UPDATE_JOB = (
 )
 """Save a transition of a job read earlier, guarded by its version: of two writers exactly one wins."""
 
+_ARTIFACT_ROW = sa.select(
+    sa.bindparam("set_artifact_key", type_=sa.Text),
+    sa.bindparam("artifact_content", type_=sa.LargeBinary),
+    sa.bindparam("set_finished_at", type_=UtcDateTime),
+)
+_ARTIFACT_COLUMNS = ["key", "content", "created_at"]
+INSERT_INLINE_ARTIFACT = sa.insert(inline_artifacts).from_select(_ARTIFACT_COLUMNS, _ARTIFACT_ROW)
+"""A Succeeded job's small artifact (`ArtifactRef.content`) kept under its key, written with the job's outcome, in
+the same transaction as UPDATE_JOB: the artifact exists exactly when the outcome that names it does."""
+
 CLAIM_JOB: ReturningUpdate[Any] = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("where_id"), jobs.c.status == JobStatus.QUEUED.value)
@@ -273,3 +283,12 @@ SAVE_JOB_RELEASING_SLOT_POSTGRES = (
 )
 """UPDATE_JOB, and RELEASE_SLOT if the update won and the job held a slot, in one statement: the count of rows
 saved (0 or 1)."""
+
+SAVE_JOB_WITH_ARTIFACT_POSTGRES = SAVE_JOB_RELEASING_SLOT_POSTGRES.add_cte(
+    sa.insert(inline_artifacts)
+    .from_select(_ARTIFACT_COLUMNS, _ARTIFACT_ROW.where(sa.exists(_saved.select())))
+    .returning(inline_artifacts.c.key)
+    .cte("stored")
+)
+"""SAVE_JOB_RELEASING_SLOT_POSTGRES and, if the update won, INSERT_INLINE_ARTIFACT, in one statement: the count of
+rows saved (0 or 1)."""

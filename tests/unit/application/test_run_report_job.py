@@ -1,4 +1,5 @@
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
@@ -107,6 +108,29 @@ async def test_job_runs_its_query_into_an_artifact_and_succeeds(
     assert job.finished_at is not None
     assert (job.expires_at - job.finished_at).total_seconds() == POLICY.result_ttl_seconds
     assert [(b.name, b.value) for b in source.calls[0][1]] == [("region", "EU")]
+
+
+async def test_an_artifact_the_store_leaves_to_the_ledger_is_saved_with_the_success(
+    uow: Callable[[], FakeUnitOfWork],
+    job_id: UUID,
+    db: FakeDatabase,
+    source: FakeReportDataSource,
+    queue: FakeJobQueue,
+    clock: FakeClock,
+) -> None:
+    store = FakeArtifactStore(small_to_the_ledger=True)
+
+    result = await runner(uow, source, store, queue, clock).execute(job_id)
+
+    job = db.jobs[job_id]
+    assert (result.outcome, job.status) == (Outcome.SUCCEEDED, JobStatus.SUCCEEDED)
+    assert job.artifact is not None
+    assert job.artifact.content == b"region,n\nEU,0\nEU,1\nEU,2\nEU,3\nEU,4\n# Sales\n"
+    assert (job.artifact.size, job.artifact.sha256) == (
+        len(job.artifact.content),
+        hashlib.sha256(job.artifact.content).hexdigest(),
+    )
+    assert store.files == {}
 
 
 async def test_progress_and_lease_are_saved_by_the_heartbeat_while_running(
