@@ -185,6 +185,18 @@ redacted form of each text is remembered, a bounded number of them, rather than 
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
 
 
+def render_json(line: Mapping[str, Any], **_: object) -> str:
+    """A log line as compact JSON: msgspec's encoding (a value it cannot encode as its `repr`); when the line holds
+    text outside ASCII (or a key msgspec refuses), `json.dumps`, which escapes what is not ASCII, so that a line has
+    the same bytes whatever stdout's encoding. structlog's JSONRenderer takes it as its serializer, with json.dumps'
+    keyword arguments, which it ignores."""
+    try:
+        text = _encode(line).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = ""
+    return text if text and text.isascii() else json.dumps(line, default=repr, separators=(",", ":"))
+
+
 _second_text: tuple[int, str] = (-1, "")
 """The last second that `utc_timestamp` formatted, and its text (one tuple, replaced whole: threads may share it)."""
 
@@ -222,10 +234,7 @@ class JsonAccessLog:
         line["level"] = "info"
         line["logger"] = self._logger
         line["timestamp"] = utc_timestamp()
-        text = _encode(line).decode()
-        # json.dumps escapes what is not ASCII, as structlog's JSONRenderer does: the same bytes whatever stdout's
-        # encoding (rare: a user id or request id outside ASCII).
-        self._handler.write_line(text if text.isascii() else json.dumps(line, default=repr))
+        self._handler.write_line(render_json(line))
 
 
 def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterable[str | None] = ()) -> LineHandler:
@@ -244,7 +253,7 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterab
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=render_json)
     structlog.configure(
         # filter_by_level first: a line below the level costs a level check, not the processors' work.
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -263,6 +272,10 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO", secrets: Iterab
             renderer,
         ],
     )
+    # No line shows where it was logged from, nor the thread or process: the standard library need not look them up
+    # for every record (its documented switches; the caller's frame is the costliest).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = LineHandler(sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -321,7 +321,11 @@ def is_problem(response: httpx.Response, status: int) -> bool:
 
 
 def _routine_access(line: str) -> bool:
-    return '"event": "http_request"' in line and '"status": 5' not in line
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(fields, dict) and fields.get("event") == "http_request" and fields.get("status", 500) < 500
 
 
 def _database_url(name: str, *, port: int | None = None) -> str:

@@ -24,6 +24,7 @@ from infrastructure.logs import (
     LineHandler,
     Redactor,
     configure_logging,
+    render_json,
     utc_timestamp,
 )
 
@@ -166,7 +167,7 @@ def test_text_outside_ascii_is_escaped_as_the_pipeline_does(json_logs: tuple[Lin
     handler, stream = json_logs
     JsonAccessLog(handler, logger=ACCESS_LOGGER)(access_fields(user_id="zoë"))
 
-    assert '"user_id": "zo\\u00eb"' in stream.getvalue()
+    assert '"user_id":"zo\\u00eb"' in stream.getvalue()
     assert lines_of(stream)[0]["user_id"] == "zoë"
 
 
@@ -247,3 +248,27 @@ def test_a_child_process_writes_its_waiting_lines_when_it_ends(
 
     assert child.exitcode == 0
     assert [line["event"] for line in lines_of(io.StringIO(path.read_text()))] == ["the last line"]
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (
+            {"event": "job started", "attempt": 1, "ok": True, "gone": None},
+            '{"event":"job started","attempt":1,"ok":true,"gone":null}',
+        ),
+        ({"event": "zoë", "n": 1.5}, '{"event":"zo\\u00eb","n":1.5}'),
+        ({"event": "a thing", "thing": _Opaque()}, '{"event":"a thing","thing":"<opaque>"}'),
+        ({1: "an int key", "event": "x"}, '{"1":"an int key","event":"x"}'),
+    ],
+)
+def test_a_line_is_compact_json_with_only_ascii_in_it(line: dict[Any, Any], text: str) -> None:
+    rendered = render_json(line)
+    assert rendered == text
+    assert rendered.isascii()
+    assert json.loads(rendered).keys() == {str(key) for key in line}
