@@ -4,9 +4,10 @@ than that between runs of one minute (see README, "Pricing the access line").
 
 Each round sends `requests` status requests to each server in turn (the order rotates from round to round) and takes
 the CPU that the server's processes used (user + system, `/proc`); a round's ratio compares servers measured seconds
-apart, and the median of the rounds' ratios is the figure. The servers are started afresh for each half of the
-rounds, in one order and then in the other: of two servers started one after the other, the first measured about
-4 % cheaper per request whichever code it ran (bench/README.md)."""
+apart, and the median of the rounds' ratios is the figure. The servers are started afresh every few rounds,
+alternating the order they start in: the ratio moves from one start of the servers to the next by more than the
+few per cent it measures (from 1.01 to 1.10 between the 8 starts of one run; each process has its own hash seed and
+memory layout), so it takes several starts, not several rounds of one (bench/README.md)."""
 
 from __future__ import annotations
 

@@ -115,23 +115,24 @@ async def many_users_run(stack: Stack, db: asyncpg.Connection, options: Options,
 
 async def status_cpu_in_turn(stack: Stack, fixtures: Fixtures, options: Options) -> dict[str, Any]:
     """The three status servers side by side, one client, one request at a time, taken in turn: CPU per request
-    (cpu_in_turn.py). Half the rounds with the servers started in one order, half in the other."""
+    (cpu_in_turn.py). The servers are started afresh `starts` times, in one order and then in the other, with a few
+    rounds each: a server's processes are one draw of what differs from start to start (see cpu_in_turn.py)."""
     print("bench: status CPU per request, the servers in turn ...", flush=True)  # noqa: T201
     job, token = fixtures.status_jobs[0]
     apps = ("reportgen", "reportgen_warning", "floor")
-    requests, rounds = (300, 1) if options.quick else (2_000, 5)
+    requests, starts, rounds = (300, 2, 1) if options.quick else (2_000, 8, 2)
     per_request: dict[str, list[float]] = {app: [] for app in apps}
     try:
-        for order in (apps, apps[::-1]):
-            for app in order:
+        for start in range(starts):
+            for app in apps if start % 2 == 0 else apps[::-1]:
                 await start_fresh(stack, app)
             servers = {app: server_of(stack, app) for app in apps}
-            half = await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
+            measured = await cpu_in_turn(servers, f"/api/v1/jobs/{job}", token, requests=requests, rounds=rounds)
             for app in apps:
-                per_request[app] += half[app]
+                per_request[app] += measured[app]
     finally:
         stack.stop("api-warning")
-    return summary(per_request, requests)
+    return summary(per_request, requests) | {"starts": starts, "rounds_per_start": rounds}
 
 
 async def run_http(

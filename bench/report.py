@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 Row = dict[str, str]
@@ -119,12 +120,17 @@ def cpu_in_turn_rows(entry: dict[str, Any]) -> list[Row]:
     median, ratio = entry["median_cpu_us_per_request"], entry["median_ratio_of_first_to"]
     name = f"status CPU us/req, one client, {entry['rounds']} rounds in turn"
     info_over_warning = ratio["reportgen_warning"]
+    spread = ""
+    if "starts" in entry:  # each start's median ratio: how much one start of the servers moves it
+        name += f" ({entry['starts']} starts)"
+        per_start = _per_start_ratios(entry, "reportgen", "reportgen_warning")
+        spread = f" (starts {min(per_start):.2f}-{max(per_start):.2f})"
     return [
         row(
             f"{name}: INFO / WARNING",
             f"{median['reportgen']:,.0f}",
             f"WARNING {median['reportgen_warning']:,.0f}",
-            f"{info_over_warning:.3f}x",
+            f"{info_over_warning:.3f}x{spread}",
             f"<= {1 + LOG_COST:.2f}x",
             info_over_warning <= 1 + LOG_COST,
         ),
@@ -135,6 +141,13 @@ def cpu_in_turn_rows(entry: dict[str, Any]) -> list[Row]:
             f"{ratio['floor']:.3f}x",
         ),
     ]
+
+
+def _per_start_ratios(entry: dict[str, Any], first: str, second: str) -> list[float]:
+    """Per start of the servers, the median over its rounds of `first`'s CPU per request over `second`'s."""
+    cpu, size = entry["cpu_us_per_request"], entry["rounds_per_start"]
+    ratios = [a / b for a, b in zip(cpu[first], cpu[second], strict=True)]
+    return [statistics.median(ratios[i : i + size]) for i in range(0, len(ratios), size)]
 
 
 def single_client_rows(connections: str, entry: dict[str, Any]) -> list[Row]:
